@@ -1,0 +1,2 @@
+//! Placeholder: the ABI crate is being written.
+#![no_std]

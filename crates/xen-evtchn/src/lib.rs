@@ -1,0 +1,1 @@
+//! Placeholder: the core crate is being written.
