@@ -1,0 +1,311 @@
+//! Read-copy-update with an asymmetric barrier: read-side sections cost two plain stores.
+//!
+//! Senders must not pay for a lock: the target of the send path is "what the guest-memory
+//! atomics cost". Yet a sender reads state that other threads change (a port being closed, a
+//! domain being destroyed, a guest page being unmapped) and must never act on it after the
+//! change has completed. This module gives the writers a way to wait for every reader that may
+//! still see the old state, while readers do no read-modify-write at all:
+//!
+//! * each thread owns a [`Slot`] (cache-padded, found through a thread-local); entering a
+//!   read-side section stores an odd value into it, leaving stores the next even value;
+//! * a writer publishes its change, runs a *heavy* process-wide barrier (Linux
+//!   `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which makes every running thread execute a
+//!   full fence), then waits until every slot that was odd has moved on.
+//!
+//! The heavy barrier pairs with the reader's compiler-only *light* barrier: either the reader's
+//! "odd" store is visible to the writer's scan (so the writer waits for it), or the reader's
+//! later loads see the writer's change. Where the expedited membarrier is not available (other
+//! operating systems, old kernels, seccomp), both sides fall back to `fence(SeqCst)`, which is
+//! the classic symmetric Dekker pattern: correct, only slower for readers.
+//!
+//! Rules (checked where cheap):
+//! * a read-side section never blocks and never calls [`synchronize`] (that would wait for
+//!   itself; [`synchronize`] asserts it);
+//! * sections nest; only the outermost one touches the slot.
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::sync::OnceLock;
+
+use super::{AtomicBool, AtomicU64, Backoff, CachePadded, Mutex, Ordering};
+
+/// One thread's read-side counter: odd while the thread is inside a read-side section.
+#[derive(Debug)]
+struct Slot {
+    ctr: CachePadded<AtomicU64>,
+    in_use: AtomicBool,
+}
+
+/// All slots ever handed out. Slots are leaked on purpose (a few hundred bytes per thread that
+/// ever read) and recycled when their thread exits, so the registry only grows with the peak
+/// number of concurrent reader threads.
+static REGISTRY: Mutex<Vec<&'static Slot>> = Mutex::new(Vec::new());
+
+/// Readers whose thread-local slot is gone (reads made from a thread-local destructor) count
+/// themselves here with real read-modify-writes; writers wait for it to drain.
+static FALLBACK_READERS: AtomicU64 = AtomicU64::new(0);
+
+struct LocalHandle {
+    slot: &'static Slot,
+    nesting: Cell<u32>,
+}
+
+impl LocalHandle {
+    fn register() -> Self {
+        let mut registry = REGISTRY.lock();
+        let slot = match registry.iter().find(|s| !s.in_use.load(Ordering::Relaxed)) {
+            Some(slot) => slot,
+            None => {
+                let slot: &'static Slot = Box::leak(Box::new(Slot {
+                    ctr: CachePadded::new(AtomicU64::new(0)),
+                    in_use: AtomicBool::new(false),
+                }));
+                registry.push(slot);
+                slot
+            }
+        };
+        slot.in_use.store(true, Ordering::Relaxed);
+        LocalHandle {
+            slot,
+            nesting: Cell::new(0),
+        }
+    }
+}
+
+impl Drop for LocalHandle {
+    fn drop(&mut self) {
+        // The thread is exiting outside any section (a guard borrows the handle), so the
+        // counter is even; hand the slot to a future thread.
+        let _registry = REGISTRY.lock();
+        self.slot.in_use.store(false, Ordering::Relaxed);
+    }
+}
+
+thread_local! {
+    static LOCAL: LocalHandle = LocalHandle::register();
+}
+
+/// How the two sides of the barrier are implemented on this machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BarrierMode {
+    /// Readers: compiler fence. Writers: expedited membarrier.
+    Expedited,
+    /// Both sides: `fence(SeqCst)`.
+    Fence,
+}
+
+static MODE: OnceLock<BarrierMode> = OnceLock::new();
+
+fn mode() -> BarrierMode {
+    *MODE.get_or_init(|| {
+        #[cfg(target_os = "linux")]
+        {
+            use rustix::thread::{
+                MembarrierCommand, MembarrierQuery, membarrier, membarrier_query,
+            };
+            let query = membarrier_query();
+            if query.contains(MembarrierQuery::PRIVATE_EXPEDITED)
+                && membarrier(MembarrierCommand::RegisterPrivateExpedited).is_ok()
+                && membarrier(MembarrierCommand::PrivateExpedited).is_ok()
+            {
+                return BarrierMode::Expedited;
+            }
+        }
+        BarrierMode::Fence
+    })
+}
+
+#[inline(always)]
+fn light_barrier() {
+    match mode() {
+        BarrierMode::Expedited => std::sync::atomic::compiler_fence(Ordering::SeqCst),
+        BarrierMode::Fence => std::sync::atomic::fence(Ordering::SeqCst),
+    }
+}
+
+fn heavy_barrier() {
+    match mode() {
+        BarrierMode::Expedited => {
+            #[cfg(target_os = "linux")]
+            {
+                use rustix::thread::{MembarrierCommand, membarrier};
+                // Registration succeeded when the mode was chosen, so this cannot fail with
+                // EPERM; should the kernel refuse anyway, the global command is slower but has
+                // the same effect.
+                if membarrier(MembarrierCommand::PrivateExpedited).is_err() {
+                    let _ = membarrier(MembarrierCommand::Global);
+                }
+            }
+        }
+        BarrierMode::Fence => std::sync::atomic::fence(Ordering::SeqCst),
+    }
+}
+
+/// A read-side critical section. While it is alive, nothing published through an
+/// [`RcuArc`](crate::guest_memory::RcuArc) that this thread can reach is freed.
+///
+/// Not `Send`: the section belongs to the thread that opened it.
+#[derive(Debug)]
+pub(crate) struct RcuGuard {
+    fallback: bool,
+    _not_send: PhantomData<*const ()>,
+}
+
+/// Opens a read-side section. Costs two plain stores and a compiler fence when the expedited
+/// barrier is available.
+#[inline]
+pub(crate) fn read() -> RcuGuard {
+    let entered = LOCAL.try_with(|h| {
+        let n = h.nesting.get();
+        if n == 0 {
+            let c = h.slot.ctr.load(Ordering::Relaxed);
+            h.slot.ctr.store(c.wrapping_add(1), Ordering::Relaxed);
+            // Orders the store above before every load of the section (paired with the
+            // writer's heavy barrier).
+            light_barrier();
+        }
+        h.nesting.set(n + 1);
+    });
+    match entered {
+        Ok(()) => RcuGuard {
+            fallback: false,
+            _not_send: PhantomData,
+        },
+        Err(_) => {
+            FALLBACK_READERS.fetch_add(1, Ordering::SeqCst);
+            RcuGuard {
+                fallback: true,
+                _not_send: PhantomData,
+            }
+        }
+    }
+}
+
+impl Drop for RcuGuard {
+    #[inline]
+    fn drop(&mut self) {
+        if self.fallback {
+            FALLBACK_READERS.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        let _ = LOCAL.try_with(|h| {
+            let n = h.nesting.get() - 1;
+            h.nesting.set(n);
+            if n == 0 {
+                let c = h.slot.ctr.load(Ordering::Relaxed);
+                // Release: every load and store of the section happens before the writer
+                // observes that the section is over.
+                h.slot.ctr.store(c.wrapping_add(1), Ordering::Release);
+            }
+        });
+    }
+}
+
+/// True while the calling thread is inside a read-side section.
+pub(crate) fn in_read_section() -> bool {
+    LOCAL.try_with(|h| h.nesting.get() > 0).unwrap_or(false)
+}
+
+/// Waits until every read-side section that might have observed state published before this
+/// call has ended. Sections that start later are not waited for.
+///
+/// # Panics
+/// If the calling thread is itself inside a read-side section (it would wait forever).
+pub(crate) fn synchronize() {
+    assert!(
+        !in_read_section(),
+        "rcu::synchronize called inside a read-side section"
+    );
+    heavy_barrier();
+    // Snapshot the slots that are inside a section now; wait for each to move on.
+    let busy: Vec<(&'static Slot, u64)> = REGISTRY
+        .lock()
+        .iter()
+        .filter_map(|s| {
+            let c = s.ctr.load(Ordering::Acquire);
+            (c & 1 == 1).then_some((*s, c))
+        })
+        .collect();
+    for (slot, seen) in busy {
+        let backoff = Backoff::new();
+        while slot.ctr.load(Ordering::Acquire) == seen {
+            if backoff.is_completed() {
+                std::thread::yield_now();
+            } else {
+                backoff.snooze();
+            }
+        }
+    }
+    let backoff = Backoff::new();
+    while FALLBACK_READERS.load(Ordering::SeqCst) != 0 {
+        if backoff.is_completed() {
+            std::thread::yield_now();
+        } else {
+            backoff.snooze();
+        }
+    }
+    // Pairs with the readers' release stores: what they did is visible to the caller.
+    std::sync::atomic::fence(Ordering::SeqCst);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn sections_nest_and_track_membership() {
+        assert!(!in_read_section());
+        let a = read();
+        assert!(in_read_section());
+        let b = read();
+        drop(a);
+        assert!(in_read_section());
+        drop(b);
+        assert!(!in_read_section());
+    }
+
+    #[test]
+    #[should_panic(expected = "inside a read-side section")]
+    fn synchronize_inside_a_section_panics() {
+        let _g = read();
+        synchronize();
+    }
+
+    #[test]
+    fn synchronize_waits_for_a_section_that_started_before() {
+        let phase = Arc::new(AtomicUsize::new(0));
+        let p = phase.clone();
+        let reader = std::thread::spawn(move || {
+            let _g = read();
+            p.store(1, Ordering::SeqCst);
+            // Stay inside long enough for the writer to start waiting.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            p.store(2, Ordering::SeqCst);
+        });
+        while phase.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        synchronize();
+        assert_eq!(
+            phase.load(Ordering::SeqCst),
+            2,
+            "synchronize returned while a section that began before it was still open"
+        );
+        reader.join().unwrap();
+    }
+
+    #[test]
+    fn synchronize_does_not_wait_for_idle_threads() {
+        // A thread that read once and then parked must not hold writers up.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            drop(read());
+            rx.recv().ok();
+        });
+        synchronize();
+        tx.send(()).unwrap();
+        t.join().unwrap();
+    }
+}

@@ -1,0 +1,125 @@
+//! The 2-level ABI: pending and mask bitmaps in shared_info, a selector word and an upcall flag
+//! in each vcpu_info.
+//!
+//! Port `p` is bit `p % W` of word `p / W` in `evtchn_pending` / `evtchn_mask`, and its
+//! selector is bit `p / W` of the notify VCPU's `evtchn_pending_sel` (W = 64 for a 64-bit
+//! guest, 32 for a 32-bit one). The bitmaps are little-endian, so bit `i` is also bit `i % 32`
+//! of 32-bit word `i / 32`: the backend uses 32-bit atomics for every guest width.
+//!
+//! Raising follows Xen's order, each step an atomic on guest memory (a full barrier on x86):
+//! 1. test-and-set the pending bit; if it was already set, stop (the guest has yet to see it);
+//! 2. if the mask bit is clear and test-and-set of the selector bit finds it clear, mark the
+//!    VCPU's events pending (test-and-set `evtchn_upcall_pending`, upcall on 0 → 1).
+//!
+//! Unmask: test-and-clear the mask bit; only if it was set, the port is pending and the
+//! selector bit was clear, mark events pending. Together with the guest's own order (clear
+//! `evtchn_upcall_pending`, exchange the selector to 0, then scan pending & !mask) no event on
+//! an unmasked port can go unnoticed.
+
+use xen_evtchn_abi::{EvtchnPort, TwoLevelLayout};
+
+use crate::backend::EvtchnPortOps;
+use crate::guest_memory::GuestPage;
+use crate::port::PortSlot;
+use crate::sync::rcu::RcuGuard;
+use crate::sync::{AtomicU32, Ordering};
+use crate::vcpu::Vcpu;
+
+/// The 2-level backend of one domain.
+#[derive(Debug)]
+pub(crate) struct TwoLevel {
+    shared_info: GuestPage,
+    layout: TwoLevelLayout,
+    word_shift: u32,
+}
+
+impl TwoLevel {
+    pub(crate) fn new(shared_info: GuestPage, layout: TwoLevelLayout) -> Self {
+        TwoLevel {
+            shared_info,
+            word_shift: layout.word_bits.trailing_zeros(),
+            layout,
+        }
+    }
+
+    /// The 32-bit guest word holding bit `port` of the bitmap at `base`, and the bit's mask.
+    #[inline(always)]
+    fn bit(&self, base: usize, port: EvtchnPort) -> Option<(&AtomicU32, u32)> {
+        if port >= self.layout.nr_channels {
+            return None;
+        }
+        let word = self
+            .shared_info
+            .atomic_u32(base + (port / 32) as usize * 4)?;
+        Some((word, 1 << (port % 32)))
+    }
+
+    #[inline(always)]
+    fn pending(&self, port: EvtchnPort) -> Option<(&AtomicU32, u32)> {
+        self.bit(self.layout.evtchn_pending_offset, port)
+    }
+
+    #[inline(always)]
+    fn mask(&self, port: EvtchnPort) -> Option<(&AtomicU32, u32)> {
+        self.bit(self.layout.evtchn_mask_offset, port)
+    }
+
+    /// The selector bit of `port`.
+    #[inline(always)]
+    fn selector(&self, port: EvtchnPort) -> u32 {
+        port >> self.word_shift
+    }
+}
+
+impl EvtchnPortOps for TwoLevel {
+    fn name(&self) -> &'static str {
+        "2-level"
+    }
+
+    fn max_ports(&self) -> u32 {
+        self.layout.nr_channels
+    }
+
+    #[inline]
+    fn set_pending(&self, vcpu: &Vcpu, port: EvtchnPort, _slot: &PortSlot, guard: &RcuGuard) {
+        let (Some((pending, bit)), Some((mask, _))) = (self.pending(port), self.mask(port)) else {
+            return;
+        };
+        if pending.fetch_or(bit, Ordering::SeqCst) & bit != 0 {
+            return;
+        }
+        if mask.load(Ordering::SeqCst) & bit == 0
+            && vcpu.set_pending_sel(self.selector(port), guard)
+        {
+            vcpu.mark_events_pending(guard);
+        }
+    }
+
+    fn clear_pending(&self, port: EvtchnPort, _slot: &PortSlot, _guard: &RcuGuard) {
+        if let Some((pending, bit)) = self.pending(port) {
+            pending.fetch_and(!bit, Ordering::SeqCst);
+        }
+    }
+
+    fn unmask(&self, vcpu: &Vcpu, port: EvtchnPort, _slot: &PortSlot, guard: &RcuGuard) {
+        let (Some((pending, bit)), Some((mask, _))) = (self.pending(port), self.mask(port)) else {
+            return;
+        };
+        if mask.fetch_and(!bit, Ordering::SeqCst) & bit != 0
+            && pending.load(Ordering::SeqCst) & bit != 0
+            && vcpu.set_pending_sel(self.selector(port), guard)
+        {
+            vcpu.mark_events_pending(guard);
+        }
+    }
+
+    fn is_pending(&self, port: EvtchnPort, _guard: &RcuGuard) -> bool {
+        self.pending(port)
+            .is_some_and(|(w, bit)| w.load(Ordering::SeqCst) & bit != 0)
+    }
+
+    fn is_masked(&self, port: EvtchnPort, _guard: &RcuGuard) -> bool {
+        self.mask(port)
+            .is_none_or(|(w, bit)| w.load(Ordering::SeqCst) & bit != 0)
+    }
+}
