@@ -14,8 +14,8 @@ use xen_evtchn_abi::{
     EVTCHNOP_expand_array, EVTCHNOP_init_control, EVTCHNOP_reset, EVTCHNOP_reset_cont,
     EVTCHNOP_send, EVTCHNOP_set_priority, EVTCHNOP_status, EVTCHNOP_unmask, EvtchnAllocUnbound,
     EvtchnBindInterdomain, EvtchnBindIpi, EvtchnBindPirq, EvtchnBindVcpu, EvtchnBindVirq,
-    EvtchnClose, EvtchnOpArg, EvtchnReset, EvtchnSend, EvtchnSetPriority, EvtchnStatus,
-    EvtchnUnmask,
+    EvtchnClose, EvtchnExpandArray, EvtchnInitControl, EvtchnOpArg, EvtchnReset, EvtchnSend,
+    EvtchnSetPriority, EvtchnStatus, EvtchnUnmask,
 };
 
 use crate::error::{Error, Reason, Result};
@@ -143,8 +143,14 @@ impl EventChannels {
                 let a: EvtchnSetPriority = arg(args)?;
                 self.set_priority(caller, a.port, a.priority)
             }
-            EVTCHNOP_init_control | EVTCHNOP_expand_array => {
-                // The FIFO ABI is not available yet: as Xen built without it.
+            // The FIFO ABI is not available yet: as Xen built without it, after the argument
+            // was copied in.
+            EVTCHNOP_init_control => {
+                let _: EvtchnInitControl = arg(args)?;
+                Err(Error::OpNotSupp(Reason::NotFifo))
+            }
+            EVTCHNOP_expand_array => {
+                let _: EvtchnExpandArray = arg(args)?;
                 Err(Error::OpNotSupp(Reason::NotFifo))
             }
             _ => Err(Error::NoSys(Reason::UnknownCommand(cmd))),

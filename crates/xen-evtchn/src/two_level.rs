@@ -123,3 +123,137 @@ impl EvtchnPortOps for TwoLevel {
             .is_none_or(|(w, bit)| w.load(Ordering::SeqCst) & bit != 0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::Arc;
+    use crate::sync::rcu;
+    use crate::test_utils::UpcallRecorder;
+
+    struct Fixture {
+        page: GuestPage,
+        backend: TwoLevel,
+        vcpus: Vec<Vcpu>,
+        upcalls: Arc<UpcallRecorder>,
+        slot: PortSlot,
+    }
+
+    const L: TwoLevelLayout = TwoLevelLayout::X86_64;
+
+    fn fixture() -> Fixture {
+        let page = GuestPage::new_zeroed();
+        let upcalls = Arc::new(UpcallRecorder::new());
+        let vcpus = (0..2)
+            .map(|v| Vcpu::new(v, 3, L, &page, Arc::new(upcalls.clone())))
+            .collect();
+        Fixture {
+            backend: TwoLevel::new(page.clone(), L),
+            page,
+            vcpus,
+            upcalls,
+            slot: PortSlot::default(),
+        }
+    }
+
+    impl Fixture {
+        fn bit(&self, base: usize, port: u32) -> bool {
+            self.page
+                .atomic_u32(base + (port / 32) as usize * 4)
+                .unwrap()
+                .load(Ordering::SeqCst)
+                & (1 << (port % 32))
+                != 0
+        }
+        fn sel(&self, vcpu: u32) -> u64 {
+            self.page
+                .atomic_u64(L.vcpu_info_offset(vcpu).unwrap() + L.pending_sel_offset)
+                .unwrap()
+                .load(Ordering::SeqCst)
+        }
+        fn upcall_flag(&self, vcpu: u32) -> u8 {
+            self.page
+                .atomic_u8(L.vcpu_info_offset(vcpu).unwrap() + L.upcall_pending_offset)
+                .unwrap()
+                .load(Ordering::SeqCst)
+        }
+        fn mask(&self, port: u32) {
+            self.page
+                .atomic_u32(L.evtchn_mask_offset + (port / 32) as usize * 4)
+                .unwrap()
+                .fetch_or(1 << (port % 32), Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn raise_sets_pending_selector_and_upcall_once() {
+        let f = fixture();
+        let g = rcu::read();
+        f.backend.set_pending(&f.vcpus[1], 130, &f.slot, &g);
+        assert!(f.bit(L.evtchn_pending_offset, 130));
+        assert_eq!(f.sel(1), 1 << 2, "selector bit 130 / 64");
+        assert_eq!(f.sel(0), 0);
+        assert_eq!(f.upcall_flag(1), 1);
+        assert_eq!(f.upcalls.take(3, 1), 1);
+        // Already pending: nothing more happens, even after the guest cleared the selector.
+        f.page
+            .atomic_u64(L.vcpu_info_offset(1).unwrap() + L.pending_sel_offset)
+            .unwrap()
+            .store(0, Ordering::SeqCst);
+        f.backend.set_pending(&f.vcpus[1], 130, &f.slot, &g);
+        assert_eq!(f.sel(1), 0);
+        assert_eq!(f.upcalls.take(3, 1), 0);
+    }
+
+    #[test]
+    fn a_masked_port_only_becomes_pending_until_unmasked() {
+        let f = fixture();
+        let g = rcu::read();
+        f.mask(7);
+        f.backend.set_pending(&f.vcpus[0], 7, &f.slot, &g);
+        assert!(f.bit(L.evtchn_pending_offset, 7));
+        assert_eq!(f.sel(0), 0);
+        assert_eq!(f.upcalls.total(), 0);
+        assert!(f.backend.is_masked(7, &g));
+        f.backend.unmask(&f.vcpus[0], 7, &f.slot, &g);
+        assert!(!f.backend.is_masked(7, &g));
+        assert_eq!(f.sel(0), 1);
+        assert_eq!(f.upcalls.take(3, 0), 1);
+        // Unmasking an unmasked port does nothing more.
+        f.page
+            .atomic_u64(L.vcpu_info_offset(0).unwrap() + L.pending_sel_offset)
+            .unwrap()
+            .store(0, Ordering::SeqCst);
+        f.backend.unmask(&f.vcpus[0], 7, &f.slot, &g);
+        assert_eq!(f.sel(0), 0);
+    }
+
+    #[test]
+    fn upcall_edge_is_reported_only_on_zero_to_one() {
+        let f = fixture();
+        let g = rcu::read();
+        f.backend.set_pending(&f.vcpus[0], 1, &f.slot, &g);
+        // A different word: a new selector bit, but the upcall flag is still set.
+        f.backend.set_pending(&f.vcpus[0], 64, &f.slot, &g);
+        assert_eq!(f.sel(0), 0b11);
+        assert_eq!(f.upcalls.take(3, 0), 1);
+    }
+
+    #[test]
+    fn clear_pending_and_out_of_range_ports() {
+        let f = fixture();
+        let g = rcu::read();
+        f.backend.set_pending(&f.vcpus[0], 4095, &f.slot, &g);
+        assert!(f.backend.is_pending(4095, &g));
+        f.backend.clear_pending(4095, &f.slot, &g);
+        assert!(!f.backend.is_pending(4095, &g));
+        // Beyond the 2-level limit: never pending, always masked, nothing written.
+        f.backend.set_pending(&f.vcpus[0], 4096, &f.slot, &g);
+        assert!(!f.backend.is_pending(4096, &g));
+        assert!(f.backend.is_masked(4096, &g));
+        assert_eq!(f.backend.max_ports(), 4096);
+        let x32 = TwoLevel::new(GuestPage::new_zeroed(), TwoLevelLayout::X86_32);
+        assert_eq!(x32.max_ports(), 1024);
+        assert_eq!(x32.selector(1023), 31);
+    }
+}

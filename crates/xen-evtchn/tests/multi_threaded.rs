@@ -1,5 +1,6 @@
 //! Real threads: sends racing consumption, close and re-bind. Nothing may panic and no event
 //! to a live, unmasked port may be lost.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
