@@ -182,6 +182,13 @@ impl EventChannels {
         self.domains.get(id as usize)?.load(guard)
     }
 
+    /// Hot-path lookup, ESRCH if absent.
+    #[inline(always)]
+    pub(crate) fn live_domain<'g>(&'g self, id: DomId, guard: &'g RcuGuard) -> Result<&'g Domain> {
+        self.domain(id, guard)
+            .ok_or(Error::Srch(Reason::NoSuchDomain(id)))
+    }
+
     /// Slow-path lookup: a counted reference, ESRCH if absent.
     pub(crate) fn domain_arc(&self, id: DomId) -> Result<Arc<Domain>> {
         self.domains

@@ -14,9 +14,7 @@ impl EventChannels {
     /// EACCES (port free or reserved), EINVAL (priority above 15).
     pub fn set_priority(&self, caller: DomId, port: EvtchnPort, priority: u32) -> Result<()> {
         let guard = rcu::read();
-        let d = self
-            .domain(caller, &guard)
-            .ok_or(Error::Srch(Reason::NoSuchDomain(caller)))?;
+        let d = self.live_domain(caller, &guard)?;
         let slot = d.slot(port)?;
         let ops = d.ops();
         if !ops.has_priorities() {

@@ -22,9 +22,7 @@ impl EventChannels {
     #[inline]
     pub fn send(&self, caller: DomId, port: EvtchnPort) -> Result<()> {
         let guard = rcu::read();
-        let d = self
-            .domain(caller, &guard)
-            .ok_or(Error::Srch(Reason::NoSuchDomain(caller)))?;
+        let d = self.live_domain(caller, &guard)?;
         let slot = d.slot(port)?;
         let state = slot.load();
         match state.binding() {
@@ -63,9 +61,7 @@ impl EventChannels {
     pub fn raise_virq(&self, domid: DomId, vcpu: u32, virq: u32) -> Result<()> {
         let kind = virq_kind(virq).ok_or(Error::Inval(Reason::VirqOutOfRange(virq)))?;
         let guard = rcu::read();
-        let d = self
-            .domain(domid, &guard)
-            .ok_or(Error::Srch(Reason::NoSuchDomain(domid)))?;
+        let d = self.live_domain(domid, &guard)?;
         let map_vcpu = if kind == VirqKind::PerVcpu { vcpu } else { 0 };
         let v = d
             .vcpu(map_vcpu)
@@ -111,9 +107,7 @@ impl EventChannels {
     /// Errors: ESRCH (no such domain), EINVAL (`pirq` out of range).
     pub fn raise_pirq(&self, domid: DomId, pirq: u32) -> Result<()> {
         let guard = rcu::read();
-        let d = self
-            .domain(domid, &guard)
-            .ok_or(Error::Srch(Reason::NoSuchDomain(domid)))?;
+        let d = self.live_domain(domid, &guard)?;
         let entry = d
             .pirq_to_port
             .get(pirq as usize)
@@ -136,9 +130,7 @@ impl EventChannels {
     /// Errors: ESRCH (no such domain), EINVAL (port not valid, free or reserved).
     pub fn raise_port(&self, domid: DomId, port: EvtchnPort) -> Result<()> {
         let guard = rcu::read();
-        let d = self
-            .domain(domid, &guard)
-            .ok_or(Error::Srch(Reason::NoSuchDomain(domid)))?;
+        let d = self.live_domain(domid, &guard)?;
         let slot = d.slot(port)?;
         if !slot.load().is_usable() {
             return Err(Error::Inval(Reason::PortNotBound(port)));
@@ -150,9 +142,7 @@ impl EventChannels {
     /// Whether `port` of a domain is pending in guest memory (what the guest would see).
     pub fn is_pending(&self, domid: DomId, port: EvtchnPort) -> Result<bool> {
         let guard = rcu::read();
-        let d = self
-            .domain(domid, &guard)
-            .ok_or(Error::Srch(Reason::NoSuchDomain(domid)))?;
+        let d = self.live_domain(domid, &guard)?;
         d.slot(port)?;
         Ok(d.ops().is_pending(port, &guard))
     }
@@ -160,9 +150,7 @@ impl EventChannels {
     /// Whether `port` of a domain is masked in guest memory.
     pub fn is_masked(&self, domid: DomId, port: EvtchnPort) -> Result<bool> {
         let guard = rcu::read();
-        let d = self
-            .domain(domid, &guard)
-            .ok_or(Error::Srch(Reason::NoSuchDomain(domid)))?;
+        let d = self.live_domain(domid, &guard)?;
         d.slot(port)?;
         Ok(d.ops().is_masked(port, &guard))
     }

@@ -46,9 +46,7 @@ impl EventChannels {
     /// Errors: ESRCH (no such caller), EINVAL (port not valid).
     pub fn unmask(&self, caller: DomId, port: EvtchnPort) -> Result<()> {
         let guard = rcu::read();
-        let d = self
-            .domain(caller, &guard)
-            .ok_or(Error::Srch(Reason::NoSuchDomain(caller)))?;
+        let d = self.live_domain(caller, &guard)?;
         let slot = d.slot(port)?;
         let state = slot.load();
         if state.is_usable() {
