@@ -1,0 +1,348 @@
+//! Send-path benchmark: `EVTCHNOP_send` under the 2-level ABI against the bare guest-memory
+//! atomics such a send cannot avoid (the "floor").
+//!
+//! Every measured case does the same guest-side work per iteration: after the send, the
+//! "guest" consumes the event by clearing the pending word, the selector word and the
+//! upcall-pending byte (plain Relaxed stores), so the next send takes the full path (pending
+//! bit 0 → 1, selector bit 0 → 1, upcall 0 → 1, upcall sink called) instead of the early
+//! "already pending" exit. `send_already_pending` measures that early exit on purpose.
+//!
+//! After criterion has run, `main` runs its own fixed loop over the same cases (several
+//! rounds, median of rounds) and prints ns/op and the ratio to the floor, plus the host memory
+//! of the port table per allocated port. See `docs/performance.md`.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, criterion_group};
+use xen_evtchn::abi::{DomId, EVTCHNOP_send, EvtchnPort, TwoLevelLayout};
+use xen_evtchn::{DomainConfig, EventChannels, GuestPage};
+
+const LAYOUT: TwoLevelLayout = TwoLevelLayout::X86_64;
+
+/// The guest words one port touches on a 2-level send (as 32-bit words, like the backend:
+/// the bitmaps are little-endian, so bit `i` is bit `i % 32` of 32-bit word `i / 32`).
+struct Words<'a> {
+    pending: &'a AtomicU32,
+    pending_bit: u32,
+    mask: &'a AtomicU32,
+    sel: &'a AtomicU32,
+    sel_bit: u32,
+    upcall: &'a AtomicU8,
+}
+
+impl<'a> Words<'a> {
+    /// The words of `port`, notified on VCPU 0, in the shared_info page `page`.
+    fn new(page: &'a GuestPage, port: EvtchnPort) -> Self {
+        let word = (port / 32) as usize * 4;
+        let selector = port / LAYOUT.word_bits;
+        let vcpu_info = LAYOUT
+            .vcpu_info_offset(0)
+            .expect("vcpu 0 has a legacy slot");
+        Words {
+            pending: page
+                .atomic_u32(LAYOUT.evtchn_pending_offset + word)
+                .expect("pending word"),
+            pending_bit: 1 << (port % 32),
+            mask: page
+                .atomic_u32(LAYOUT.evtchn_mask_offset + word)
+                .expect("mask word"),
+            sel: page
+                .atomic_u32(vcpu_info + LAYOUT.pending_sel_offset + (selector / 32) as usize * 4)
+                .expect("selector word"),
+            sel_bit: 1 << (selector % 32),
+            upcall: page
+                .atomic_u8(vcpu_info + LAYOUT.upcall_pending_offset)
+                .expect("upcall byte"),
+        }
+    }
+
+    /// The atomics a 2-level send cannot avoid, in Xen's order: test-and-set of the pending
+    /// bit, load of the mask word, test-and-set of the selector bit, test-and-set of the
+    /// upcall-pending byte (then the upcall sink would be called).
+    #[inline(always)]
+    fn floor(&self) {
+        if self.pending.fetch_or(self.pending_bit, Ordering::SeqCst) & self.pending_bit != 0 {
+            return;
+        }
+        if self.mask.load(Ordering::SeqCst) & self.pending_bit == 0
+            && self.sel.fetch_or(self.sel_bit, Ordering::SeqCst) & self.sel_bit == 0
+        {
+            black_box(self.upcall.fetch_or(1, Ordering::SeqCst));
+        }
+    }
+
+    /// What the guest does when it takes the event: clear the pending word, the selector
+    /// word and the upcall flag.
+    #[inline(always)]
+    fn consume(&self) {
+        self.upcall.store(0, Ordering::Relaxed);
+        self.sel.store(0, Ordering::Relaxed);
+        self.pending.store(0, Ordering::Relaxed);
+    }
+
+    /// True if a send set all three: pending bit, selector bit and upcall flag.
+    fn fully_raised(&self) -> bool {
+        self.pending.load(Ordering::SeqCst) & self.pending_bit != 0
+            && self.sel.load(Ordering::SeqCst) & self.sel_bit != 0
+            && self.upcall.load(Ordering::SeqCst) & 1 != 0
+    }
+}
+
+/// One `EventChannels` with the ports the cases use.
+struct Setup {
+    ec: EventChannels,
+    /// Domain 0's shared_info (IPI target).
+    page0: GuestPage,
+    /// Domain 1's shared_info (interdomain target).
+    page1: GuestPage,
+    /// IPI port of domain 0, notified on VCPU 0.
+    ipi: EvtchnPort,
+    /// Domain 0's end of the interdomain channel.
+    local: EvtchnPort,
+    /// Domain 1's end of the interdomain channel.
+    remote: EvtchnPort,
+    /// The floor's own page.
+    floor_page: GuestPage,
+}
+
+const DOM0: DomId = 0;
+const DOM1: DomId = 1;
+
+impl Setup {
+    fn new() -> Self {
+        let ec = EventChannels::new();
+        ec.create_domain(DOM0, DomainConfig::new(1, |_, _| {}).privileged(true))
+            .expect("create d0");
+        ec.create_domain(DOM1, DomainConfig::new(1, |_, _| {}))
+            .expect("create d1");
+        let ipi = ec.bind_ipi(DOM0, 0).expect("bind_ipi");
+        let remote = ec.alloc_unbound(DOM1, DOM1, DOM0).expect("alloc_unbound");
+        let local = ec
+            .bind_interdomain(DOM0, DOM1, remote)
+            .expect("bind_interdomain");
+        let s = Setup {
+            page0: ec.shared_info(DOM0).expect("shared_info d0"),
+            page1: ec.shared_info(DOM1).expect("shared_info d1"),
+            floor_page: GuestPage::new_zeroed(),
+            ec,
+            ipi,
+            local,
+            remote,
+        };
+        s.check();
+        s
+    }
+
+    fn ipi_words(&self) -> Words<'_> {
+        Words::new(&self.page0, self.ipi)
+    }
+
+    fn remote_words(&self) -> Words<'_> {
+        Words::new(&self.page1, self.remote)
+    }
+
+    /// The floor uses the same port number (so the same word offsets) as the IPI case.
+    fn floor_words(&self) -> Words<'_> {
+        Words::new(&self.floor_page, self.ipi)
+    }
+
+    /// Every measured send really takes the full path, and the guest's consumption undoes it.
+    fn check(&self) {
+        // bind_interdomain raised domain 0's new port; start from a clean guest state.
+        for (page, port) in [
+            (&self.page0, self.ipi),
+            (&self.page0, self.local),
+            (&self.page1, self.remote),
+        ] {
+            Words::new(page, port).consume();
+        }
+        let ipi = self.ipi_words();
+        self.ec.send(DOM0, self.ipi).expect("send ipi");
+        assert!(ipi.fully_raised(), "IPI send did not take the full path");
+        ipi.consume();
+
+        let remote = self.remote_words();
+        self.ec.send(DOM0, self.local).expect("send interdomain");
+        assert!(
+            remote.fully_raised(),
+            "interdomain send did not take the full path"
+        );
+        remote.consume();
+
+        let mut args = self.ipi.to_le_bytes();
+        assert_eq!(self.ec.hypercall(DOM0, 0, EVTCHNOP_send, &mut args), 0);
+        assert!(
+            ipi.fully_raised(),
+            "hypercall send did not take the full path"
+        );
+        ipi.consume();
+
+        let floor = self.floor_words();
+        floor.floor();
+        assert!(floor.fully_raised(), "floor did not take the full path");
+        floor.consume();
+    }
+}
+
+static GLOBAL_LOCK: parking_lot::Mutex<()> = parking_lot::const_mutex(());
+
+/// Runs one case; monomorphised per case so no case pays an indirect call.
+trait Runner {
+    fn run<F: FnMut()>(&mut self, name: &'static str, f: F);
+}
+
+/// The cases, in report order; the first is the floor.
+fn run_cases(s: &Setup, r: &mut impl Runner) {
+    let ec = &s.ec;
+    let (ipi, local) = (s.ipi, s.local);
+
+    let floor = s.floor_words();
+    r.run("atomic_floor_2l", || {
+        floor.floor();
+        floor.consume();
+    });
+
+    let ipi_w = s.ipi_words();
+    r.run("send_2l_ipi", || {
+        black_box(ec.send(black_box(DOM0), black_box(ipi))).expect("send");
+        ipi_w.consume();
+    });
+
+    let remote_w = s.remote_words();
+    r.run("send_2l_interdomain", || {
+        black_box(ec.send(black_box(DOM0), black_box(local))).expect("send");
+        remote_w.consume();
+    });
+
+    let mut args = ipi.to_le_bytes();
+    r.run("hypercall_send_2l", || {
+        let ret = ec.hypercall(black_box(DOM0), 0, EVTCHNOP_send, black_box(&mut args));
+        assert_eq!(black_box(ret), 0);
+        ipi_w.consume();
+    });
+
+    // No consumption: the pending bit stays set and every send exits early.
+    ec.send(DOM0, ipi).expect("send");
+    r.run("send_already_pending", || {
+        black_box(ec.send(black_box(DOM0), black_box(ipi))).expect("send");
+    });
+    ipi_w.consume();
+
+    r.run("naive_global_lock_2l", || {
+        let guard = GLOBAL_LOCK.lock();
+        floor.floor();
+        drop(guard);
+        floor.consume();
+    });
+}
+
+struct CriterionRunner<'c>(BenchmarkGroup<'c, WallTime>);
+
+impl Runner for CriterionRunner<'_> {
+    fn run<F: FnMut()>(&mut self, name: &'static str, mut f: F) {
+        self.0.bench_function(name, |b| b.iter(&mut f));
+    }
+}
+
+fn bench_send(c: &mut Criterion) {
+    let s = Setup::new();
+    let mut r = CriterionRunner(c.benchmark_group("send"));
+    run_cases(&s, &mut r);
+    r.0.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(50);
+    targets = bench_send
+}
+
+const ROUNDS: usize = 5;
+const ITERS: u64 = 5_000_000;
+
+/// The fixed loop: one round of every case per pass over the cases, so a transient
+/// disturbance of the machine hits all cases alike; each round is `ITERS` iterations after a
+/// short warm-up, timed as a whole.
+#[derive(Default)]
+struct TableRunner {
+    /// Per case, in order: ns per iteration of each round.
+    rounds: Vec<(&'static str, Vec<f64>)>,
+}
+
+impl Runner for TableRunner {
+    fn run<F: FnMut()>(&mut self, name: &'static str, mut f: F) {
+        for _ in 0..ITERS / 10 {
+            f();
+        }
+        let start = Instant::now();
+        for _ in 0..ITERS {
+            f();
+        }
+        let ns = start.elapsed().as_secs_f64() * 1e9 / ITERS as f64;
+        match self.rounds.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, r)) => r.push(ns),
+            None => self.rounds.push((name, vec![ns])),
+        }
+    }
+}
+
+fn summary_table() {
+    let s = Setup::new();
+    let mut table = TableRunner::default();
+    for _ in 0..ROUNDS {
+        run_cases(&s, &mut table);
+    }
+    println!();
+    println!(
+        "Fixed loop: median of {ROUNDS} rounds x {ITERS} iterations (guest consumption included)"
+    );
+    println!("{:<24} {:>9} {:>16}", "case", "ns/op", "ratio-to-floor");
+    let mut floor = None;
+    for (name, mut rounds) in table.rounds {
+        rounds.sort_by(f64::total_cmp);
+        let ns = rounds[rounds.len() / 2];
+        let base = *floor.get_or_insert(ns);
+        println!("{name:<24} {ns:>9.2} {:>15.2}x", ns / base);
+    }
+}
+
+fn memory_per_port() {
+    const PORTS: u32 = 4000;
+    let ec = EventChannels::new();
+    let config = || DomainConfig::new(1, |_, _| {}).max_evtchn_port(131_071);
+    ec.create_domain(2, config()).expect("create d2");
+    ec.create_domain(3, config()).expect("create d3");
+    // The 2-level ABI addresses 4096 ports (4095 usable): 4000 fit.
+    for _ in 0..PORTS {
+        ec.bind_ipi(2, 0).expect("bind_ipi");
+    }
+    let busy = ec.port_table_bytes(2).expect("bytes d2");
+    let idle = ec.port_table_bytes(3).expect("bytes d3");
+    println!();
+    println!("Port table host memory (max_evtchn_port 131071, 2-level ABI)");
+    println!(
+        "  {PORTS} IPI ports: {busy} bytes = {:.2} bytes/port",
+        busy as f64 / f64::from(PORTS)
+    );
+    println!("  idle domain (just created): {idle} bytes");
+}
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+
+    // Only in a real benchmark run: not under `--test`/`--list` or `cargo test --benches`.
+    let args: Vec<String> = std::env::args().collect();
+    let has = |flag: &str| args.iter().any(|a| a == flag);
+    if has("--bench") && !has("--test") && !has("--list") && !has("--profile-time") {
+        summary_table();
+        memory_per_port();
+    }
+}
