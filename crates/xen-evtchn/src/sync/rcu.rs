@@ -27,7 +27,7 @@ use std::cell::Cell;
 use std::marker::PhantomData;
 use std::sync::OnceLock;
 
-use super::{AtomicBool, AtomicU64, Backoff, CachePadded, Mutex, Ordering};
+use super::{AtomicBool, AtomicU8, AtomicU64, Backoff, CachePadded, Mutex, Ordering};
 
 /// One thread's read-side counter: odd while the thread is inside a read-side section.
 #[derive(Debug)]
@@ -45,15 +45,16 @@ static REGISTRY: Mutex<Vec<&'static Slot>> = Mutex::new(Vec::new());
 /// themselves here with real read-modify-writes; writers wait for it to drain.
 static FALLBACK_READERS: AtomicU64 = AtomicU64::new(0);
 
-struct LocalHandle {
-    slot: &'static Slot,
-    nesting: Cell<u32>,
-}
+/// Releases the thread's slot when the thread exits.
+struct SlotOwner(&'static Slot);
 
-impl LocalHandle {
+impl SlotOwner {
     fn register() -> Self {
         let mut registry = REGISTRY.lock();
-        let slot = match registry.iter().find(|s| !s.in_use.load(Ordering::Relaxed)) {
+        let slot = match registry
+            .iter()
+            .find(|s| !s.in_use.load(Ordering::Relaxed))
+        {
             Some(slot) => slot,
             None => {
                 let slot: &'static Slot = Box::leak(Box::new(Slot {
@@ -65,24 +66,44 @@ impl LocalHandle {
             }
         };
         slot.in_use.store(true, Ordering::Relaxed);
-        LocalHandle {
-            slot,
-            nesting: Cell::new(0),
-        }
+        SlotOwner(slot)
     }
 }
 
-impl Drop for LocalHandle {
+impl Drop for SlotOwner {
     fn drop(&mut self) {
-        // The thread is exiting outside any section (a guard borrows the handle), so the
-        // counter is even; hand the slot to a future thread.
+        // The thread is exiting, outside any section (its counter is even): hand the slot to
+        // a future thread.
         let _registry = REGISTRY.lock();
-        self.slot.in_use.store(false, Ordering::Relaxed);
+        SLOT.with(|s| s.set(None));
+        self.0.in_use.store(false, Ordering::Relaxed);
     }
 }
 
 thread_local! {
-    static LOCAL: LocalHandle = LocalHandle::register();
+    /// Fast path: the thread's slot and nesting depth, const-initialised (no lazy-init check,
+    /// no destructor), so reaching them is one thread-local load.
+    static SLOT: Cell<Option<&'static Slot>> = const { Cell::new(None) };
+    static NESTING: Cell<u32> = const { Cell::new(0) };
+    /// Slow path: created once per thread, gives the slot back when the thread exits.
+    static OWNER: SlotOwner = SlotOwner::register();
+}
+
+/// The calling thread's slot, registering it on first use; `None` once the thread-local
+/// owner is destroyed (a read from another thread-local's destructor).
+#[inline(always)]
+fn local_slot() -> Option<&'static Slot> {
+    match SLOT.with(Cell::get) {
+        Some(slot) => Some(slot),
+        None => register_slot(),
+    }
+}
+
+#[cold]
+fn register_slot() -> Option<&'static Slot> {
+    let slot = OWNER.try_with(|o| o.0).ok()?;
+    SLOT.with(|s| s.set(Some(slot)));
+    Some(slot)
 }
 
 /// How the two sides of the barrier are implemented on this machine.
@@ -94,15 +115,30 @@ enum BarrierMode {
     Fence,
 }
 
-static MODE: OnceLock<BarrierMode> = OnceLock::new();
+const MODE_UNKNOWN: u8 = 0;
+const MODE_EXPEDITED: u8 = 1;
+const MODE_FENCE: u8 = 2;
 
+static MODE: AtomicU8 = AtomicU8::new(MODE_UNKNOWN);
+
+#[inline(always)]
 fn mode() -> BarrierMode {
-    *MODE.get_or_init(|| {
+    match MODE.load(Ordering::Relaxed) {
+        MODE_EXPEDITED => BarrierMode::Expedited,
+        MODE_FENCE => BarrierMode::Fence,
+        _ => init_mode(),
+    }
+}
+
+/// Chooses the barrier implementation once. Until it is chosen, readers use the full fence,
+/// which is correct with either writer side.
+#[cold]
+fn init_mode() -> BarrierMode {
+    static INIT: OnceLock<BarrierMode> = OnceLock::new();
+    let chosen = *INIT.get_or_init(|| {
         #[cfg(target_os = "linux")]
         {
-            use rustix::thread::{
-                MembarrierCommand, MembarrierQuery, membarrier, membarrier_query,
-            };
+            use rustix::thread::{MembarrierCommand, MembarrierQuery, membarrier, membarrier_query};
             let query = membarrier_query();
             if query.contains(MembarrierQuery::PRIVATE_EXPEDITED)
                 && membarrier(MembarrierCommand::RegisterPrivateExpedited).is_ok()
@@ -112,7 +148,13 @@ fn mode() -> BarrierMode {
             }
         }
         BarrierMode::Fence
-    })
+    });
+    let code = match chosen {
+        BarrierMode::Expedited => MODE_EXPEDITED,
+        BarrierMode::Fence => MODE_FENCE,
+    };
+    MODE.store(code, Ordering::Relaxed);
+    chosen
 }
 
 #[inline(always)]
@@ -155,29 +197,25 @@ pub(crate) struct RcuGuard {
 /// barrier is available.
 #[inline]
 pub(crate) fn read() -> RcuGuard {
-    let entered = LOCAL.try_with(|h| {
-        let n = h.nesting.get();
-        if n == 0 {
-            let c = h.slot.ctr.load(Ordering::Relaxed);
-            h.slot.ctr.store(c.wrapping_add(1), Ordering::Relaxed);
-            // Orders the store above before every load of the section (paired with the
-            // writer's heavy barrier).
-            light_barrier();
-        }
-        h.nesting.set(n + 1);
-    });
-    match entered {
-        Ok(()) => RcuGuard {
-            fallback: false,
+    let Some(slot) = local_slot() else {
+        FALLBACK_READERS.fetch_add(1, Ordering::SeqCst);
+        return RcuGuard {
+            fallback: true,
             _not_send: PhantomData,
-        },
-        Err(_) => {
-            FALLBACK_READERS.fetch_add(1, Ordering::SeqCst);
-            RcuGuard {
-                fallback: true,
-                _not_send: PhantomData,
-            }
-        }
+        };
+    };
+    let n = NESTING.with(Cell::get);
+    if n == 0 {
+        let c = slot.ctr.load(Ordering::Relaxed);
+        slot.ctr.store(c.wrapping_add(1), Ordering::Relaxed);
+        // Orders the store above before every load of the section (paired with the writer's
+        // heavy barrier).
+        light_barrier();
+    }
+    NESTING.with(|c| c.set(n + 1));
+    RcuGuard {
+        fallback: false,
+        _not_send: PhantomData,
     }
 }
 
@@ -188,22 +226,22 @@ impl Drop for RcuGuard {
             FALLBACK_READERS.fetch_sub(1, Ordering::SeqCst);
             return;
         }
-        let _ = LOCAL.try_with(|h| {
-            let n = h.nesting.get() - 1;
-            h.nesting.set(n);
-            if n == 0 {
-                let c = h.slot.ctr.load(Ordering::Relaxed);
+        let n = NESTING.with(Cell::get) - 1;
+        NESTING.with(|c| c.set(n));
+        if n == 0 {
+            if let Some(slot) = SLOT.with(Cell::get) {
+                let c = slot.ctr.load(Ordering::Relaxed);
                 // Release: every load and store of the section happens before the writer
                 // observes that the section is over.
-                h.slot.ctr.store(c.wrapping_add(1), Ordering::Release);
+                slot.ctr.store(c.wrapping_add(1), Ordering::Release);
             }
-        });
+        }
     }
 }
 
 /// True while the calling thread is inside a read-side section.
 pub(crate) fn in_read_section() -> bool {
-    LOCAL.try_with(|h| h.nesting.get() > 0).unwrap_or(false)
+    NESTING.with(Cell::get) > 0
 }
 
 /// Waits until every read-side section that might have observed state published before this
