@@ -51,10 +51,7 @@ struct SlotOwner(&'static Slot);
 impl SlotOwner {
     fn register() -> Self {
         let mut registry = REGISTRY.lock();
-        let slot = match registry
-            .iter()
-            .find(|s| !s.in_use.load(Ordering::Relaxed))
-        {
+        let slot = match registry.iter().find(|s| !s.in_use.load(Ordering::Relaxed)) {
             Some(slot) => slot,
             None => {
                 let slot: &'static Slot = Box::leak(Box::new(Slot {
@@ -138,7 +135,9 @@ fn init_mode() -> BarrierMode {
     let chosen = *INIT.get_or_init(|| {
         #[cfg(target_os = "linux")]
         {
-            use rustix::thread::{MembarrierCommand, MembarrierQuery, membarrier, membarrier_query};
+            use rustix::thread::{
+                MembarrierCommand, MembarrierQuery, membarrier, membarrier_query,
+            };
             let query = membarrier_query();
             if query.contains(MembarrierQuery::PRIVATE_EXPEDITED)
                 && membarrier(MembarrierCommand::RegisterPrivateExpedited).is_ok()
