@@ -13,7 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
@@ -27,11 +27,26 @@ const LAYOUT: TwoLevelLayout = TwoLevelLayout::X86_64;
 /// the bitmaps are little-endian, so bit `i` is bit `i % 32` of 32-bit word `i / 32`).
 struct Words<'a> {
     pending: &'a AtomicU32,
+    /// Bit numbers (0..32) within their words.
     pending_bit: u32,
     mask: &'a AtomicU32,
     sel: &'a AtomicU32,
     sel_bit: u32,
-    upcall: &'a AtomicU8,
+    /// The 32-bit word whose byte 0 is `evtchn_upcall_pending`.
+    upcall: &'a AtomicU32,
+}
+
+/// Test-and-set of bit `n`, written so the compiler emits one `lock bts` (as Xen's guest
+/// bitops do), not a compare-exchange loop.
+#[inline(always)]
+fn test_and_set(word: &AtomicU32, n: u32) -> bool {
+    let mask = 1u32 << (n % 32);
+    word.fetch_or(mask, Ordering::SeqCst) & mask != 0
+}
+
+#[inline(always)]
+fn test(word: &AtomicU32, n: u32) -> bool {
+    word.load(Ordering::SeqCst) & (1u32 << (n % 32)) != 0
 }
 
 impl<'a> Words<'a> {
@@ -46,17 +61,17 @@ impl<'a> Words<'a> {
             pending: page
                 .atomic_u32(LAYOUT.evtchn_pending_offset + word)
                 .expect("pending word"),
-            pending_bit: 1 << (port % 32),
+            pending_bit: port % 32,
             mask: page
                 .atomic_u32(LAYOUT.evtchn_mask_offset + word)
                 .expect("mask word"),
             sel: page
                 .atomic_u32(vcpu_info + LAYOUT.pending_sel_offset + (selector / 32) as usize * 4)
                 .expect("selector word"),
-            sel_bit: 1 << (selector % 32),
+            sel_bit: selector % 32,
             upcall: page
-                .atomic_u8(vcpu_info + LAYOUT.upcall_pending_offset)
-                .expect("upcall byte"),
+                .atomic_u32(vcpu_info + LAYOUT.upcall_pending_offset)
+                .expect("upcall word"),
         }
     }
 
@@ -65,13 +80,11 @@ impl<'a> Words<'a> {
     /// upcall-pending byte (then the upcall sink would be called).
     #[inline(always)]
     fn floor(&self) {
-        if self.pending.fetch_or(self.pending_bit, Ordering::SeqCst) & self.pending_bit != 0 {
+        if test_and_set(self.pending, self.pending_bit) {
             return;
         }
-        if self.mask.load(Ordering::SeqCst) & self.pending_bit == 0
-            && self.sel.fetch_or(self.sel_bit, Ordering::SeqCst) & self.sel_bit == 0
-        {
-            black_box(self.upcall.fetch_or(1, Ordering::SeqCst));
+        if !test(self.mask, self.pending_bit) && !test_and_set(self.sel, self.sel_bit) {
+            black_box(test_and_set(self.upcall, 0));
         }
     }
 
@@ -86,9 +99,7 @@ impl<'a> Words<'a> {
 
     /// True if a send set all three: pending bit, selector bit and upcall flag.
     fn fully_raised(&self) -> bool {
-        self.pending.load(Ordering::SeqCst) & self.pending_bit != 0
-            && self.sel.load(Ordering::SeqCst) & self.sel_bit != 0
-            && self.upcall.load(Ordering::SeqCst) & 1 != 0
+        test(self.pending, self.pending_bit) && test(self.sel, self.sel_bit) && test(self.upcall, 0)
     }
 }
 

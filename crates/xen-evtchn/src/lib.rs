@@ -42,6 +42,7 @@
 #![deny(unsafe_code)]
 
 mod backend;
+mod bitops;
 mod dispatch;
 mod domain;
 mod error;

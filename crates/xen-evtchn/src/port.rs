@@ -139,6 +139,31 @@ impl PortState {
         }
     }
 
+    /// The peer of an INTERDOMAIN port (a cheaper test than decoding the whole binding).
+    #[inline(always)]
+    pub(crate) const fn interdomain_peer(self) -> Option<(DomId, EvtchnPort)> {
+        if self.0 & ((1 << STATE_BITS) - 1) == S_INTERDOMAIN {
+            Some((
+                (self.0 >> DOM_SHIFT) as u16,
+                (self.0 >> PAYLOAD_SHIFT) as u32,
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// IPI.
+    #[inline(always)]
+    pub(crate) const fn is_ipi(self) -> bool {
+        self.0 & ((1 << STATE_BITS) - 1) == S_IPI
+    }
+
+    /// UNBOUND.
+    #[inline(always)]
+    pub(crate) const fn is_unbound(self) -> bool {
+        self.0 & ((1 << STATE_BITS) - 1) == S_UNBOUND
+    }
+
     /// The VCPU told about events on this port.
     #[inline(always)]
     pub(crate) const fn notify_vcpu(self) -> u32 {
@@ -214,6 +239,14 @@ mod tests {
             for vcpu in [0, 1, 127, MAX_VCPUS - 1] {
                 let s = PortState::new(b, vcpu);
                 assert_eq!(s.binding(), b);
+                assert_eq!(s.is_ipi(), b == Binding::Ipi);
+                assert_eq!(s.is_unbound(), matches!(b, Binding::Unbound { .. }));
+                match b {
+                    Binding::Interdomain { dom, port } => {
+                        assert_eq!(s.interdomain_peer(), Some((dom, port)));
+                    }
+                    _ => assert_eq!(s.interdomain_peer(), None),
+                }
                 assert_eq!(s.notify_vcpu(), vcpu);
                 let moved = s.with_vcpu(vcpu ^ 5);
                 assert_eq!(moved.binding(), b);

@@ -19,17 +19,23 @@
 use xen_evtchn_abi::{EvtchnPort, TwoLevelLayout};
 
 use crate::backend::EvtchnPortOps;
+use crate::bitops;
 use crate::guest_memory::GuestPage;
 use crate::port::PortSlot;
+use crate::sync::AtomicU32;
 use crate::sync::rcu::RcuGuard;
-use crate::sync::{AtomicU32, Ordering};
 use crate::vcpu::Vcpu;
 
 /// The 2-level backend of one domain.
 #[derive(Debug)]
 pub(crate) struct TwoLevel {
     shared_info: GuestPage,
-    layout: TwoLevelLayout,
+    /// Ports the layout addresses (4096 or 1024).
+    nr_channels: u32,
+    /// Word (32-bit) indexes of the pending and mask bitmaps in shared_info.
+    pending_word: usize,
+    mask_word: usize,
+    /// log2 of the guest's word size in bits: port >> word_shift is the selector bit.
     word_shift: u32,
 }
 
@@ -37,31 +43,30 @@ impl TwoLevel {
     pub(crate) fn new(shared_info: GuestPage, layout: TwoLevelLayout) -> Self {
         TwoLevel {
             shared_info,
+            nr_channels: layout.nr_channels,
+            pending_word: layout.evtchn_pending_offset / 4,
+            mask_word: layout.evtchn_mask_offset / 4,
             word_shift: layout.word_bits.trailing_zeros(),
-            layout,
         }
     }
 
-    /// The 32-bit guest word holding bit `port` of the bitmap at `base`, and the bit's mask.
+    /// The 32-bit guest word holding bit `port` of the bitmap starting at word `base` (None
+    /// beyond the ports the layout addresses).
     #[inline(always)]
-    fn bit(&self, base: usize, port: EvtchnPort) -> Option<(&AtomicU32, u32)> {
-        if port >= self.layout.nr_channels {
+    fn word(&self, base: usize, port: EvtchnPort) -> Option<&AtomicU32> {
+        if port >= self.nr_channels {
             return None;
         }
-        let word = self
-            .shared_info
-            .atomic_u32(base + (port / 32) as usize * 4)?;
-        Some((word, 1 << (port % 32)))
+        self.shared_info.words32().get(base + (port / 32) as usize)
     }
 
+    /// The pending and mask words of `port`.
     #[inline(always)]
-    fn pending(&self, port: EvtchnPort) -> Option<(&AtomicU32, u32)> {
-        self.bit(self.layout.evtchn_pending_offset, port)
-    }
-
-    #[inline(always)]
-    fn mask(&self, port: EvtchnPort) -> Option<(&AtomicU32, u32)> {
-        self.bit(self.layout.evtchn_mask_offset, port)
+    fn words(&self, port: EvtchnPort) -> Option<(&AtomicU32, &AtomicU32)> {
+        Some((
+            self.word(self.pending_word, port)?,
+            self.word(self.mask_word, port)?,
+        ))
     }
 
     /// The selector bit of `port`.
@@ -77,58 +82,53 @@ impl EvtchnPortOps for TwoLevel {
     }
 
     fn max_ports(&self) -> u32 {
-        self.layout.nr_channels
+        self.nr_channels
     }
 
     #[inline]
     fn set_pending(&self, vcpu: &Vcpu, port: EvtchnPort, _slot: &PortSlot, guard: &RcuGuard) {
-        let (Some((pending, bit)), Some((mask, _))) = (self.pending(port), self.mask(port)) else {
+        let Some((pending, mask)) = self.words(port) else {
             return;
         };
-        if pending.fetch_or(bit, Ordering::SeqCst) & bit != 0 {
+        if bitops::test_and_set(pending, port) {
             return;
         }
-        if mask.load(Ordering::SeqCst) & bit == 0
-            && vcpu.set_pending_sel(self.selector(port), guard)
-        {
-            vcpu.mark_events_pending(guard);
+        if !bitops::test(mask, port) {
+            vcpu.notify_selector(self.selector(port), guard);
         }
     }
 
     fn clear_pending(&self, port: EvtchnPort, _slot: &PortSlot, _guard: &RcuGuard) {
-        if let Some((pending, bit)) = self.pending(port) {
-            pending.fetch_and(!bit, Ordering::SeqCst);
+        if let Some(pending) = self.word(self.pending_word, port) {
+            bitops::test_and_clear(pending, port);
         }
     }
 
     fn unmask(&self, vcpu: &Vcpu, port: EvtchnPort, _slot: &PortSlot, guard: &RcuGuard) {
-        let (Some((pending, bit)), Some((mask, _))) = (self.pending(port), self.mask(port)) else {
+        let Some((pending, mask)) = self.words(port) else {
             return;
         };
-        if mask.fetch_and(!bit, Ordering::SeqCst) & bit != 0
-            && pending.load(Ordering::SeqCst) & bit != 0
-            && vcpu.set_pending_sel(self.selector(port), guard)
-        {
-            vcpu.mark_events_pending(guard);
+        if bitops::test_and_clear(mask, port) && bitops::test(pending, port) {
+            vcpu.notify_selector(self.selector(port), guard);
         }
     }
 
     fn is_pending(&self, port: EvtchnPort, _guard: &RcuGuard) -> bool {
-        self.pending(port)
-            .is_some_and(|(w, bit)| w.load(Ordering::SeqCst) & bit != 0)
+        self.word(self.pending_word, port)
+            .is_some_and(|w| bitops::test(w, port))
     }
 
     fn is_masked(&self, port: EvtchnPort, _guard: &RcuGuard) -> bool {
-        self.mask(port)
-            .is_none_or(|(w, bit)| w.load(Ordering::SeqCst) & bit != 0)
+        self.word(self.mask_word, port)
+            .is_none_or(|w| bitops::test(w, port))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::Arc;
     use crate::sync::rcu;
+    use crate::sync::{Arc, Ordering};
     use crate::test_utils::UpcallRecorder;
 
     struct Fixture {

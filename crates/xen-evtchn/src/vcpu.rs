@@ -2,10 +2,11 @@
 
 use xen_evtchn_abi::{DomId, NR_VIRQS, TwoLevelLayout};
 
+use crate::bitops;
 use crate::guest_memory::{GuestPage, RcuArc};
 use crate::host::UpcallSink;
 use crate::sync::rcu::RcuGuard;
-use crate::sync::{Arc, AtomicU32, Ordering};
+use crate::sync::{Arc, AtomicU32};
 
 /// Where a VCPU's `vcpu_info` lives: a slot of shared_info, a page the guest registered, or
 /// (for a VCPU beyond shared_info's legacy slots that registered nothing yet) a private page.
@@ -15,13 +16,40 @@ pub(crate) struct VcpuInfoLocation {
     pub(crate) offset: usize,
     /// True once the guest registered it (VCPUOP_register_vcpu_info).
     pub(crate) registered: bool,
+    /// Index in `page` of the 32-bit word holding `evtchn_upcall_pending`.
+    upcall_word: usize,
+    /// Bit of `evtchn_upcall_pending`'s bit 0 within that word (little-endian).
+    upcall_bit: u32,
+    /// Index in `page` of the first 32-bit word of `evtchn_pending_sel`.
+    pending_sel: usize,
+}
+
+impl VcpuInfoLocation {
+    /// The vcpu_info at byte `offset` of `page`, laid out as `layout` says.
+    pub(crate) fn new(
+        page: GuestPage,
+        offset: usize,
+        registered: bool,
+        layout: &TwoLevelLayout,
+    ) -> Self {
+        let upcall = offset + layout.upcall_pending_offset;
+        VcpuInfoLocation {
+            page,
+            offset,
+            registered,
+            // The flag is a byte; Xen sets it with a bit instruction on the word around it,
+            // and so do we: one `lock bts` instead of a byte compare-exchange loop.
+            upcall_word: upcall / 4,
+            upcall_bit: (upcall % 4) as u32 * 8,
+            pending_sel: (offset + layout.pending_sel_offset) / 4,
+        }
+    }
 }
 
 /// Per-VCPU event state.
 pub(crate) struct Vcpu {
     pub(crate) id: u32,
     pub(crate) domid: DomId,
-    layout: TwoLevelLayout,
     pub(crate) vcpu_info: RcuArc<VcpuInfoLocation>,
     /// VIRQ → port (0: not bound). Global and per-domain VIRQs use VCPU 0's map.
     pub(crate) virq_to_port: [AtomicU32; NR_VIRQS as usize],
@@ -37,21 +65,12 @@ impl Vcpu {
         upcall: Arc<dyn UpcallSink>,
     ) -> Self {
         let location = match layout.vcpu_info_offset(id) {
-            Some(offset) => VcpuInfoLocation {
-                page: shared_info.clone(),
-                offset,
-                registered: false,
-            },
-            None => VcpuInfoLocation {
-                page: GuestPage::new_zeroed(),
-                offset: 0,
-                registered: false,
-            },
+            Some(offset) => VcpuInfoLocation::new(shared_info.clone(), offset, false, &layout),
+            None => VcpuInfoLocation::new(GuestPage::new_zeroed(), 0, false, &layout),
         };
         Vcpu {
             id,
             domid,
-            layout,
             vcpu_info: RcuArc::new(Some(Arc::new(location))),
             virq_to_port: std::array::from_fn(|_| AtomicU32::new(0)),
             upcall,
@@ -62,33 +81,37 @@ impl Vcpu {
     /// 0 → 1 edge is the VMM asked to deliver the upcall.
     #[inline]
     pub(crate) fn mark_events_pending(&self, guard: &RcuGuard) {
-        let Some(info) = self.vcpu_info.load(guard) else {
-            return;
-        };
-        let Some(flag) = info
-            .page
-            .atomic_u8(info.offset + self.layout.upcall_pending_offset)
-        else {
-            return;
-        };
-        if flag.fetch_or(1, Ordering::SeqCst) & 1 == 0 {
-            self.upcall.upcall(self.domid, self.id);
+        if let Some(info) = self.vcpu_info.load(guard) {
+            self.mark_events_pending_at(info);
         }
     }
 
-    /// Test-and-set of selector bit `bit` in `evtchn_pending_sel`; true if it was clear.
+    #[inline(always)]
+    fn mark_events_pending_at(&self, info: &VcpuInfoLocation) {
+        if let Some(word) = info.page.words32().get(info.upcall_word) {
+            if !bitops::test_and_set(word, info.upcall_bit) {
+                self.upcall.upcall(self.domid, self.id);
+            }
+        }
+    }
+
+    /// The 2-level notification: test-and-set selector bit `selector` of
+    /// `evtchn_pending_sel` and, if it was clear, mark events pending. One load of the
+    /// vcpu_info location serves both steps.
     #[inline]
-    pub(crate) fn set_pending_sel(&self, bit: u32, guard: &RcuGuard) -> bool {
+    pub(crate) fn notify_selector(&self, selector: u32, guard: &RcuGuard) {
         let Some(info) = self.vcpu_info.load(guard) else {
-            return false;
+            return;
         };
         let Some(word) = info
             .page
-            .atomic_u32(info.offset + self.layout.pending_sel_offset + (bit / 32) as usize * 4)
+            .words32()
+            .get(info.pending_sel + (selector / 32) as usize)
         else {
-            return false;
+            return;
         };
-        let mask = 1u32 << (bit % 32);
-        word.fetch_or(mask, Ordering::SeqCst) & mask == 0
+        if !bitops::test_and_set(word, selector) {
+            self.mark_events_pending_at(info);
+        }
     }
 }

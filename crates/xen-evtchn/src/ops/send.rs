@@ -25,29 +25,26 @@ impl EventChannels {
         let d = self.live_domain(caller, &guard)?;
         let slot = d.slot(port)?;
         let state = slot.load();
-        match state.binding() {
-            Binding::Interdomain {
-                dom,
-                port: peer_port,
-            } => {
-                if let Some(rd) = self.domain(dom, &guard) {
-                    if let Some(rslot) = rd.ports.slot(peer_port) {
-                        rd.raise(peer_port, rslot, &guard);
-                    }
+        // Tested in order of frequency; no jump table on the state.
+        if let Some((dom, peer_port)) = state.interdomain_peer() {
+            if let Some(rd) = self.domain(dom, &guard) {
+                if let Some(rslot) = rd.ports.slot(peer_port) {
+                    rd.raise(peer_port, rslot, &guard);
                 }
-                Ok(())
             }
-            Binding::Ipi => {
-                if let Some(v) = d.vcpu(state.notify_vcpu()) {
-                    d.ops().set_pending(v, port, slot, &guard);
-                }
-                Ok(())
+            Ok(())
+        } else if state.is_ipi() {
+            if let Some(v) = d.vcpu(state.notify_vcpu()) {
+                d.ops().set_pending(v, port, slot, &guard);
             }
-            Binding::Unbound { .. } => Ok(()),
-            other => Err(Error::Inval(Reason::WrongState {
+            Ok(())
+        } else if state.is_unbound() {
+            Ok(())
+        } else {
+            Err(Error::Inval(Reason::WrongState {
                 port,
-                state: other.name(),
-            })),
+                state: state.binding().name(),
+            }))
         }
     }
 

@@ -53,11 +53,12 @@ impl EventChannels {
                 }
             }
         }
-        v.vcpu_info.replace(Some(Arc::new(VcpuInfoLocation {
-            page: page.clone(),
+        v.vcpu_info.replace(Some(Arc::new(VcpuInfoLocation::new(
+            page.clone(),
             offset,
-            registered: true,
-        })));
+            true,
+            &d.layout,
+        ))));
         // Every sender now uses the new location; flag everything so nothing raised into the
         // old one during the move goes unseen.
         for w in 0..(d.layout.word_bits / 32) as usize {
