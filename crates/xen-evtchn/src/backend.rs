@@ -2,7 +2,8 @@
 //!
 //! The core (port table, operations, dispatch) never looks at which ABI a domain uses: it calls
 //! these hooks, exactly as Xen's generic code calls its `evtchn_port_ops` table. The 2-level
-//! backend is [`crate::two_level::TwoLevel`]; the FIFO backend is a second implementation.
+//! backend is [`crate::two_level::TwoLevel`], the FIFO backend [`crate::fifo::Fifo`]; [`Backend`]
+//! is the one a domain uses now.
 //!
 //! Hooks are called with the port's state already checked by the core (Xen's "usable" rule:
 //! `set_pending`, `clear_pending` and `unmask` are only called on ports that are bound or
@@ -12,8 +13,10 @@ use std::fmt;
 
 use xen_evtchn_abi::EvtchnPort;
 
+use crate::fifo::Fifo;
 use crate::port::PortSlot;
 use crate::sync::rcu::RcuGuard;
+use crate::two_level::TwoLevel;
 use crate::vcpu::Vcpu;
 
 /// The ABI-specific half of event delivery.
@@ -54,4 +57,72 @@ pub(crate) trait EvtchnPortOps: Send + Sync + fmt::Debug {
 
     /// Stores a priority (already checked to be in range) for future raises of `port`.
     fn set_priority(&self, _port: EvtchnPort, _slot: &PortSlot, _priority: u32) {}
+}
+
+/// The backend a domain uses right now, chosen by [`Domain::ops`](crate::domain::Domain::ops)
+/// (Xen's `d->evtchn_port_ops` pointer). An enum rather than a trait object so the send path
+/// inlines the backend's code; callers only ever use it through [`EvtchnPortOps`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Backend<'a> {
+    /// The 2-level ABI.
+    TwoLevel(&'a TwoLevel),
+    /// The FIFO ABI.
+    Fifo(&'a Fifo),
+}
+
+/// Forwards a hook to whichever backend is selected.
+macro_rules! forward {
+    ($self:ident, $b:ident => $call:expr) => {
+        match $self {
+            Backend::TwoLevel($b) => $call,
+            Backend::Fifo($b) => $call,
+        }
+    };
+}
+
+impl EvtchnPortOps for Backend<'_> {
+    fn name(&self) -> &'static str {
+        forward!(self, b => b.name())
+    }
+
+    fn max_ports(&self) -> u32 {
+        forward!(self, b => b.max_ports())
+    }
+
+    #[inline(always)]
+    fn set_pending(&self, vcpu: &Vcpu, port: EvtchnPort, slot: &PortSlot, guard: &RcuGuard) {
+        forward!(self, b => b.set_pending(vcpu, port, slot, guard))
+    }
+
+    fn clear_pending(&self, port: EvtchnPort, slot: &PortSlot, guard: &RcuGuard) {
+        forward!(self, b => b.clear_pending(port, slot, guard))
+    }
+
+    fn unmask(&self, vcpu: &Vcpu, port: EvtchnPort, slot: &PortSlot, guard: &RcuGuard) {
+        forward!(self, b => b.unmask(vcpu, port, slot, guard))
+    }
+
+    fn is_pending(&self, port: EvtchnPort, guard: &RcuGuard) -> bool {
+        forward!(self, b => b.is_pending(port, guard))
+    }
+
+    fn is_masked(&self, port: EvtchnPort, guard: &RcuGuard) -> bool {
+        forward!(self, b => b.is_masked(port, guard))
+    }
+
+    fn is_busy(&self, port: EvtchnPort, guard: &RcuGuard) -> bool {
+        forward!(self, b => b.is_busy(port, guard))
+    }
+
+    fn init_port(&self, port: EvtchnPort, slot: &PortSlot, guard: &RcuGuard) {
+        forward!(self, b => b.init_port(port, slot, guard))
+    }
+
+    fn has_priorities(&self) -> bool {
+        forward!(self, b => b.has_priorities())
+    }
+
+    fn set_priority(&self, port: EvtchnPort, slot: &PortSlot, priority: u32) {
+        forward!(self, b => b.set_priority(port, slot, priority))
+    }
 }

@@ -143,15 +143,14 @@ impl EventChannels {
                 let a: EvtchnSetPriority = arg(args)?;
                 self.set_priority(caller, a.port, a.priority)
             }
-            // The FIFO ABI is not available yet: as Xen built without it, after the argument
-            // was copied in.
             EVTCHNOP_init_control => {
-                let _: EvtchnInitControl = arg(args)?;
-                Err(Error::OpNotSupp(Reason::NotFifo))
+                let mut a: EvtchnInitControl = arg(args)?;
+                a.link_bits = self.init_control(caller, a.control_gfn, a.offset, a.vcpu)? as u8;
+                out(&a, args)
             }
             EVTCHNOP_expand_array => {
-                let _: EvtchnExpandArray = arg(args)?;
-                Err(Error::OpNotSupp(Reason::NotFifo))
+                let a: EvtchnExpandArray = arg(args)?;
+                self.expand_array(caller, a.array_gfn)
             }
             _ => Err(Error::NoSys(Reason::UnknownCommand(cmd))),
         }

@@ -4,9 +4,10 @@ use std::fmt;
 
 use xen_evtchn_abi::{DomId, EvtchnPort, TwoLevelLayout};
 
-use crate::backend::EvtchnPortOps;
+use crate::backend::{Backend, EvtchnPortOps};
 use crate::error::{Error, Reason, Result};
-use crate::guest_memory::GuestPage;
+use crate::fifo::Fifo;
+use crate::guest_memory::{GuestPage, RcuArc};
 use crate::host::{GuestMemory, Opaque, UpcallSink};
 use crate::port::{MAX_VCPUS, PortSlot, PortState};
 use crate::port_table::{AllocState, PortTable};
@@ -160,7 +161,10 @@ pub(crate) struct Domain {
     pub(crate) ports: PortTable,
     pub(crate) vcpus: Box<[Vcpu]>,
     pub(crate) pirq_to_port: Box<[AtomicU32]>,
-    two_level: TwoLevel,
+    pub(crate) two_level: TwoLevel,
+    /// The FIFO state once the guest switched to FIFO (`EVTCHNOP_init_control`); its presence
+    /// selects the backend.
+    pub(crate) fifo: RcuArc<Fifo>,
     pub(crate) paused: AtomicBool,
     pub(crate) dying: AtomicBool,
 }
@@ -183,6 +187,7 @@ impl Domain {
             device_model_for: config.device_model_for,
             memory: config.memory,
             two_level: TwoLevel::new(shared_info.clone(), config.layout),
+            fifo: RcuArc::new(None),
             shared_info,
             layout: config.layout,
             lock: Mutex::new(EventLock::default()),
@@ -199,10 +204,13 @@ impl Domain {
         Ok(domain)
     }
 
-    /// The ABI backend in use (Xen's `d->evtchn_port_ops`).
+    /// The ABI backend in use (Xen's `d->evtchn_port_ops`), valid for the read-side section.
     #[inline(always)]
-    pub(crate) fn ops(&self) -> &dyn EvtchnPortOps {
-        &self.two_level
+    pub(crate) fn ops<'g>(&'g self, guard: &'g RcuGuard) -> Backend<'g> {
+        match self.fifo.load(guard) {
+            Some(fifo) => Backend::Fifo(fifo),
+            None => Backend::TwoLevel(&self.two_level),
+        }
     }
 
     /// VCPU `id`, if it exists.
@@ -227,7 +235,7 @@ impl Domain {
             return;
         }
         if let Some(vcpu) = self.vcpu(state.notify_vcpu()) {
-            self.ops().set_pending(vcpu, port, slot, guard);
+            self.ops(guard).set_pending(vcpu, port, slot, guard);
         }
     }
 
@@ -237,7 +245,7 @@ impl Domain {
             return Err(Error::Inval(Reason::DomainDying));
         }
         let guard = crate::sync::rcu::read();
-        let ops = self.ops();
+        let ops = self.ops(&guard);
         self.ports
             .alloc_lowest(&mut lock.alloc, ops.max_ports(), |p| ops.is_busy(p, &guard))
     }
@@ -246,7 +254,7 @@ impl Domain {
     pub(crate) fn bind_port(&self, port: EvtchnPort, state: PortState) {
         if let Some(slot) = self.ports.slot(port) {
             let guard = crate::sync::rcu::read();
-            self.ops().init_port(port, slot, &guard);
+            self.ops(&guard).init_port(port, slot, &guard);
             slot.set(state);
         }
     }

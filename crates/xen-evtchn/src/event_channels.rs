@@ -4,11 +4,12 @@ use std::fmt;
 
 use xen_evtchn_abi::{DOMID_FIRST_RESERVED, DOMID_SELF, DomId, NR_VIRQS};
 
+use crate::backend::EvtchnPortOps;
 use crate::domain::{Domain, DomainConfig};
 use crate::error::{Error, Reason, Result};
 use crate::guest_memory::{GuestPage, RcuArc};
 use crate::host::PirqHost;
-use crate::sync::rcu::RcuGuard;
+use crate::sync::rcu::{self, RcuGuard};
 use crate::sync::{Arc, Mutex, Ordering};
 
 /// Xen's event channel subsystem for every domain of one VMM.
@@ -163,7 +164,8 @@ impl EventChannels {
 
     /// The ABI a domain uses now: `"2-level"` or `"FIFO"`.
     pub fn abi_name(&self, domid: DomId) -> Result<&'static str> {
-        Ok(self.domain_arc(domid)?.ops().name())
+        let guard = rcu::read();
+        Ok(self.live_domain(domid, &guard)?.ops(&guard).name())
     }
 
     /// True if the domain exists.

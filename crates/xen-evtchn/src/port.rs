@@ -23,13 +23,13 @@
 //! | INTERDOMAIN | UNBOUND     | the peer end was closed (remote := the closer)          |
 //! | any bound   | same        | bind_vcpu (only the notify vcpu changes)                |
 //!
-//! A second word holds what only the FIFO backend uses (priority, the queue the event was last
-//! linked on, "raised while its event-array page was missing"); its layout belongs to the
-//! backend.
+//! Two 32-bit words hold what only the FIFO backend uses: the priority with the queue the event
+//! was last linked on, and the "raised while its event-array page was missing" flag; their
+//! layout belongs to the backend (`fifo::port_queue`).
 
 use xen_evtchn_abi::{DomId, EvtchnPort};
 
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// Highest VCPU id a port can name (13 bits).
 pub(crate) const MAX_VCPUS: u32 = 1 << 13;
@@ -198,9 +198,10 @@ impl PortState {
 pub(crate) struct PortSlot {
     /// The [`PortState`] word.
     state: AtomicU64,
-    /// Backend-private word (FIFO: priority, last queue, saved pending); unused by 2-level.
-    #[allow(dead_code)]
-    pub(crate) abi: AtomicU64,
+    /// FIFO: priority and the queue the event was last linked on; unused by 2-level.
+    pub(crate) fifo_queue: AtomicU32,
+    /// FIFO: flags (raised while its event word was not mapped); unused by 2-level.
+    pub(crate) fifo_flags: AtomicU32,
 }
 
 impl PortSlot {

@@ -2,6 +2,7 @@
 
 use xen_evtchn_abi::{DomId, EvtchnPort, VirqKind, virq_kind};
 
+use crate::backend::EvtchnPortOps;
 use crate::domain::{Domain, EventLock};
 use crate::error::{Error, Reason, Result};
 use crate::event_channels::EventChannels;
@@ -141,7 +142,7 @@ fn revert_to_unbound(peer: &Domain, peer_port: EvtchnPort, closer: DomId) {
 fn finish_free(d: &Domain, el: &mut EventLock, port: EvtchnPort) {
     if let Some(slot) = d.ports.slot(port) {
         let guard = rcu::read();
-        d.ops().clear_pending(port, slot, &guard);
+        d.ops(&guard).clear_pending(port, slot, &guard);
         drop(guard);
         d.ports.release(&mut el.alloc, port);
     }

@@ -4,6 +4,7 @@
 
 mod alloc_bind;
 mod close;
+mod fifo_control;
 mod priority;
 mod reset;
 mod send;

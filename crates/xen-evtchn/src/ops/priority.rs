@@ -2,6 +2,7 @@
 
 use xen_evtchn_abi::{DomId, EVTCHN_FIFO_PRIORITY_MIN, EvtchnPort};
 
+use crate::backend::EvtchnPortOps;
 use crate::error::{Error, Reason, Result};
 use crate::event_channels::EventChannels;
 use crate::sync::rcu;
@@ -16,7 +17,7 @@ impl EventChannels {
         let guard = rcu::read();
         let d = self.live_domain(caller, &guard)?;
         let slot = d.slot(port)?;
-        let ops = d.ops();
+        let ops = d.ops(&guard);
         if !ops.has_priorities() {
             return Err(Error::NoSys(Reason::NotSupportedByAbi(
                 "EVTCHNOP_set_priority",

@@ -7,7 +7,9 @@ use crate::event_channels::EventChannels;
 use crate::sync::Ordering;
 
 impl EventChannels {
-    /// `EVTCHNOP_reset`: closes every port of `dom` (DOMID_SELF allowed), as the guest would.
+    /// `EVTCHNOP_reset`: closes every port of `dom` (DOMID_SELF allowed), as the guest would,
+    /// and puts a FIFO domain back on the 2-level ABI (its control blocks and event-array
+    /// pages are released).
     ///
     /// Errors (Xen's order): ESRCH (no such domain), EPERM (the caller may not act on it),
     /// EINVAL (another domain's reset while it is not paused), EBUSY (a reset of `dom` is
@@ -59,6 +61,12 @@ impl EventChannels {
         if el.alloc.active > 0 {
             return Err(Error::Again(Reason::BoundDuringReset));
         }
+        // Back to the 2-level ABI: unpublish the FIFO state and wait until no sender can still
+        // be using it (still under the event lock, so no init_control or expand_array races).
+        if d.fifo.is_set() {
+            d.fifo.replace(None);
+        }
+        drop(el);
         Ok(())
     }
 }

@@ -9,6 +9,7 @@
 
 use xen_evtchn_abi::{DomId, EvtchnPort, VirqKind, virq_kind};
 
+use crate::backend::EvtchnPortOps;
 use crate::error::{Error, Reason, Result};
 use crate::event_channels::EventChannels;
 use crate::port::Binding;
@@ -35,7 +36,7 @@ impl EventChannels {
             Ok(())
         } else if state.is_ipi() {
             if let Some(v) = d.vcpu(state.notify_vcpu()) {
-                d.ops().set_pending(v, port, slot, &guard);
+                d.ops(&guard).set_pending(v, port, slot, &guard);
             }
             Ok(())
         } else if state.is_unbound() {
@@ -80,7 +81,7 @@ impl EventChannels {
             d.vcpu(state.notify_vcpu())
         };
         if let Some(target) = target {
-            d.ops().set_pending(target, port, slot, &guard);
+            d.ops(&guard).set_pending(target, port, slot, &guard);
         }
         Ok(())
     }
@@ -141,7 +142,7 @@ impl EventChannels {
         let guard = rcu::read();
         let d = self.live_domain(domid, &guard)?;
         d.slot(port)?;
-        Ok(d.ops().is_pending(port, &guard))
+        Ok(d.ops(&guard).is_pending(port, &guard))
     }
 
     /// Whether `port` of a domain is masked in guest memory.
@@ -149,6 +150,6 @@ impl EventChannels {
         let guard = rcu::read();
         let d = self.live_domain(domid, &guard)?;
         d.slot(port)?;
-        Ok(d.ops().is_masked(port, &guard))
+        Ok(d.ops(&guard).is_masked(port, &guard))
     }
 }

@@ -2,6 +2,7 @@
 
 use xen_evtchn_abi::{DomId, EvtchnPort, VirqKind, virq_kind};
 
+use crate::backend::EvtchnPortOps;
 use crate::error::{Error, Reason, Result};
 use crate::event_channels::EventChannels;
 use crate::port::Binding;
@@ -51,7 +52,7 @@ impl EventChannels {
         let state = slot.load();
         if state.is_usable() {
             if let Some(v) = d.vcpu(state.notify_vcpu()) {
-                d.ops().unmask(v, port, slot, &guard);
+                d.ops(&guard).unmask(v, port, slot, &guard);
             }
         }
         Ok(())

@@ -929,25 +929,6 @@ fn zero_page(page: &GuestPage) {
     }
 }
 
-// TEMPORARY until the FIFO backend lands (lead will delete):
-impl EventChannels {
-    /// TEMPORARY stand-in for the FIFO backend's `EVTCHNOP_init_control`: EOPNOTSUPP.
-    pub fn init_control(
-        &self,
-        _caller: DomId,
-        _control_gfn: u64,
-        _offset: u32,
-        _vcpu: u32,
-    ) -> crate::Result<u32> {
-        Err(crate::Error::OpNotSupp(crate::error::Reason::NotFifo))
-    }
-
-    /// TEMPORARY stand-in for the FIFO backend's `EVTCHNOP_expand_array`: EOPNOTSUPP.
-    pub fn expand_array(&self, _caller: DomId, _array_gfn: u64) -> crate::Result<()> {
-        Err(crate::Error::OpNotSupp(crate::error::Reason::NotFifo))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1332,13 +1313,7 @@ mod tests {
             DomainConfig::new(2, |_, _| {}).guest_memory(memory.clone()),
         )
         .expect("dom1");
-        let mut guest = match FifoGuest::new(&ec, &memory, 1, 2, 0x1000) {
-            Ok(g) => g,
-            Err(e) => {
-                assert_eq!(e.errno(), xen_evtchn_abi::Errno::EOPNOTSUPP, "{e}");
-                return;
-            }
-        };
+        let mut guest = FifoGuest::new(&ec, &memory, 1, 2, 0x1000).expect("init_control");
         assert_eq!(guest.control_gfn(1), Some(0x1001));
         assert_eq!(guest.array_gfn(0), Some(0x1002));
         assert_eq!(guest.array_pages(), 0);

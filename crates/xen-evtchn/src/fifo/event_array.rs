@@ -1,0 +1,104 @@
+//! The event array: the guest pages of 32-bit event words, one word per port.
+//!
+//! Pages are added one at a time by `EVTCHNOP_expand_array` (page `i` holds ports
+//! `1024 * i .. 1024 * i + 1024`) and never removed while the FIFO state lives. A page is
+//! published before the count of covered ports grows past it (release/acquire), so a reader
+//! that sees a port below [`EventArray::ports`] always finds its page. Lookups take no lock.
+
+use std::sync::OnceLock;
+
+use xen_evtchn_abi::{
+    EVTCHN_FIFO_EVENT_WORDS_PER_PAGE, EVTCHN_FIFO_MAX_EVENT_ARRAY_PAGES, EvtchnPort,
+};
+
+use crate::guest_memory::GuestPage;
+use crate::sync::{AtomicU32, Ordering};
+
+const WORDS_PER_PAGE: u32 = EVTCHN_FIFO_EVENT_WORDS_PER_PAGE;
+const MAX_PAGES: usize = EVTCHN_FIFO_MAX_EVENT_ARRAY_PAGES as usize;
+
+/// Why a page could not be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AddPageError {
+    /// All 128 pages are present.
+    Full,
+}
+
+/// A domain's event array.
+#[derive(Debug)]
+pub(crate) struct EventArray {
+    pages: Box<[OnceLock<GuestPage>]>,
+    /// Ports covered by the pages present (Xen's `num_evtchns`): a multiple of 1024.
+    ports: AtomicU32,
+}
+
+impl EventArray {
+    /// An array with no pages.
+    pub(crate) fn new() -> Self {
+        EventArray {
+            pages: (0..MAX_PAGES).map(|_| OnceLock::new()).collect(),
+            ports: AtomicU32::new(0),
+        }
+    }
+
+    /// Number of ports the present pages cover.
+    #[inline(always)]
+    pub(crate) fn ports(&self) -> u32 {
+        self.ports.load(Ordering::Acquire)
+    }
+
+    /// The event word of `port`, if its page is present.
+    #[inline(always)]
+    pub(crate) fn word(&self, port: EvtchnPort) -> Option<&AtomicU32> {
+        if port >= self.ports() {
+            return None;
+        }
+        self.pages
+            .get((port / WORDS_PER_PAGE) as usize)?
+            .get()?
+            .words32()
+            .get((port % WORDS_PER_PAGE) as usize)
+    }
+
+    /// Appends `page`; returns the range of ports it covers. Callers serialise (event lock).
+    pub(crate) fn add_page(
+        &self,
+        page: GuestPage,
+    ) -> Result<std::ops::Range<EvtchnPort>, AddPageError> {
+        let first = self.ports.load(Ordering::Relaxed);
+        let slot = (first / WORDS_PER_PAGE) as usize;
+        let cell = self.pages.get(slot).ok_or(AddPageError::Full)?;
+        cell.set(page).map_err(|_| AddPageError::Full)?;
+        // Release: the page is visible to whoever sees the new count.
+        self.ports.store(first + WORDS_PER_PAGE, Ordering::Release);
+        Ok(first..first + WORDS_PER_PAGE)
+    }
+
+    /// Number of pages present.
+    pub(crate) fn pages(&self) -> u32 {
+        self.ports() / WORDS_PER_PAGE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_cover_ports_in_order_up_to_128() {
+        let a = EventArray::new();
+        assert!(a.word(0).is_none());
+        let first = GuestPage::new_zeroed();
+        assert_eq!(a.add_page(first.clone()).unwrap(), 0..1024);
+        a.word(1023).unwrap().store(5, Ordering::SeqCst);
+        assert_eq!(first.words32()[1023].load(Ordering::SeqCst), 5);
+        assert!(a.word(1024).is_none());
+        for i in 1..128 {
+            assert_eq!(a.add_page(GuestPage::new_zeroed()).unwrap().start, i * 1024);
+        }
+        assert_eq!(a.pages(), 128);
+        assert!(a.word(131_071).is_some());
+        assert!(a.word(131_072).is_none());
+        assert_eq!(a.add_page(GuestPage::new_zeroed()), Err(AddPageError::Full));
+    }
+}
