@@ -12,14 +12,17 @@
 //! of the port table per allocated port. See `docs/performance.md`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod harness;
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use criterion::measurement::WallTime;
-use criterion::{BenchmarkGroup, Criterion, criterion_group};
+use criterion::{Criterion, criterion_group};
 use xen_evtchn::abi::{DomId, EVTCHNOP_send, EvtchnPort, TwoLevelLayout};
 use xen_evtchn::{DomainConfig, EventChannels, GuestPage};
+
+use harness::{CriterionRunner, Runner, test, test_and_set};
 
 const LAYOUT: TwoLevelLayout = TwoLevelLayout::X86_64;
 
@@ -34,19 +37,6 @@ struct Words<'a> {
     sel_bit: u32,
     /// The 32-bit word whose byte 0 is `evtchn_upcall_pending`.
     upcall: &'a AtomicU32,
-}
-
-/// Test-and-set of bit `n`, written so the compiler emits one `lock bts` (as Xen's guest
-/// bitops do), not a compare-exchange loop.
-#[inline(always)]
-fn test_and_set(word: &AtomicU32, n: u32) -> bool {
-    let mask = 1u32 << (n % 32);
-    word.fetch_or(mask, Ordering::SeqCst) & mask != 0
-}
-
-#[inline(always)]
-fn test(word: &AtomicU32, n: u32) -> bool {
-    word.load(Ordering::SeqCst) & (1u32 << (n % 32)) != 0
 }
 
 impl<'a> Words<'a> {
@@ -201,11 +191,6 @@ impl Setup {
 
 static GLOBAL_LOCK: parking_lot::Mutex<()> = parking_lot::const_mutex(());
 
-/// Runs one case; monomorphised per case so no case pays an indirect call.
-trait Runner {
-    fn run<F: FnMut()>(&mut self, name: &'static str, f: F);
-}
-
 /// The cases, in report order; the first is the floor.
 fn run_cases(s: &Setup, r: &mut impl Runner) {
     let ec = &s.ec;
@@ -251,14 +236,6 @@ fn run_cases(s: &Setup, r: &mut impl Runner) {
     });
 }
 
-struct CriterionRunner<'c>(BenchmarkGroup<'c, WallTime>);
-
-impl Runner for CriterionRunner<'_> {
-    fn run<F: FnMut()>(&mut self, name: &'static str, mut f: F) {
-        self.0.bench_function(name, |b| b.iter(&mut f));
-    }
-}
-
 fn bench_send(c: &mut Criterion) {
     let s = Setup::new();
     let mut r = CriterionRunner(c.benchmark_group("send"));
@@ -275,53 +252,9 @@ criterion_group! {
     targets = bench_send
 }
 
-const ROUNDS: usize = 5;
-const ITERS: u64 = 5_000_000;
-
-/// The fixed loop: one round of every case per pass over the cases, so a transient
-/// disturbance of the machine hits all cases alike; each round is `ITERS` iterations after a
-/// short warm-up, timed as a whole.
-#[derive(Default)]
-struct TableRunner {
-    /// Per case, in order: ns per iteration of each round.
-    rounds: Vec<(&'static str, Vec<f64>)>,
-}
-
-impl Runner for TableRunner {
-    fn run<F: FnMut()>(&mut self, name: &'static str, mut f: F) {
-        for _ in 0..ITERS / 10 {
-            f();
-        }
-        let start = Instant::now();
-        for _ in 0..ITERS {
-            f();
-        }
-        let ns = start.elapsed().as_secs_f64() * 1e9 / ITERS as f64;
-        match self.rounds.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, r)) => r.push(ns),
-            None => self.rounds.push((name, vec![ns])),
-        }
-    }
-}
-
 fn summary_table() {
     let s = Setup::new();
-    let mut table = TableRunner::default();
-    for _ in 0..ROUNDS {
-        run_cases(&s, &mut table);
-    }
-    println!();
-    println!(
-        "Fixed loop: median of {ROUNDS} rounds x {ITERS} iterations (guest consumption included)"
-    );
-    println!("{:<24} {:>9} {:>16}", "case", "ns/op", "ratio-to-floor");
-    let mut floor = None;
-    for (name, mut rounds) in table.rounds {
-        rounds.sort_by(f64::total_cmp);
-        let ns = rounds[rounds.len() / 2];
-        let base = *floor.get_or_insert(ns);
-        println!("{name:<24} {ns:>9.2} {:>15.2}x", ns / base);
-    }
+    harness::summary_table(|r| run_cases(&s, r), |_| "atomic_floor_2l");
 }
 
 fn memory_per_port() {
@@ -349,10 +282,7 @@ fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
 
-    // Only in a real benchmark run: not under `--test`/`--list` or `cargo test --benches`.
-    let args: Vec<String> = std::env::args().collect();
-    let has = |flag: &str| args.iter().any(|a| a == flag);
-    if has("--bench") && !has("--test") && !has("--list") && !has("--profile-time") {
+    if harness::is_real_bench_run() {
         summary_table();
         memory_per_port();
     }
