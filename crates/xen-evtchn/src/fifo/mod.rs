@@ -195,7 +195,7 @@ impl Fifo {
 
     /// Links `port` (unmasked, not linked: the fast path refused it) onto its queue: step 4 of
     /// the module documentation.
-    #[inline(never)]
+    #[inline]
     fn link(
         &self,
         target: Target<'_>,
