@@ -57,6 +57,14 @@ pub trait GuestMemory: Send + Sync {
 /// upcall) or wakes the VCPU thread.
 ///
 /// Any `Fn(DomId, u32) + Send + Sync` is an `UpcallSink`.
+///
+/// It is called on the sender's thread, in the middle of the send path (inside the library's
+/// read-side section, and for the FIFO ABI after the queue lock is released). It must be
+/// short and must not block: set a flag, write an eventfd, queue an interrupt. It may call
+/// the library's send-side methods (`send`, `raise_*`, `is_pending`), but not operations that
+/// close ports, reset or destroy a domain, or switch its ABI: those wait for every sender to
+/// leave, including the one that is calling the sink, and the library panics rather than
+/// deadlock.
 pub trait UpcallSink: Send + Sync {
     /// VCPU `vcpu` of domain `domid` has pending events: `evtchn_upcall_pending` in its
     /// vcpu_info just went from 0 to 1.
