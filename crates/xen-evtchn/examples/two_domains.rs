@@ -1,25 +1,33 @@
-//! Two domains exchanging events over the 2-level ABI, each side consumed by a model of a
-//! Linux guest's upcall handler.
+//! Two domains exchanging events, first over the 2-level ABI, then (after the guest switches
+//! with `EVTCHNOP_init_control`) over the FIFO ABI, each side consumed by a model of a Linux
+//! guest's upcall handler.
 //!
 //! `cargo run --release -p xen-evtchn --example two_domains`
 
 use std::sync::Arc;
 
-use xen_evtchn::test_utils::{TwoLevelGuest, UpcallRecorder};
+use xen_evtchn::abi::DOMID_SELF;
+use xen_evtchn::test_utils::{FifoGuest, InMemoryGuest, TwoLevelGuest, UpcallRecorder};
 use xen_evtchn::{DomainConfig, EventChannels, PortStatus};
 
 fn main() -> Result<(), xen_evtchn::Error> {
     let upcalls = Arc::new(UpcallRecorder::new());
     let ec = EventChannels::new();
 
-    // Domain 0 is the control/hardware domain; domain 1 a guest with two VCPUs.
+    // Domain 0 is the control/hardware domain; domain 1 a guest with two VCPUs, whose RAM
+    // (for the FIFO control blocks and event array later) is host memory here.
+    let guest_ram = Arc::new(InMemoryGuest::new());
     ec.create_domain(
         0,
         DomainConfig::new(1, upcalls.clone())
             .privileged(true)
             .hardware(true),
     )?;
-    ec.create_domain(1, DomainConfig::new(2, upcalls.clone()))?;
+    ec.create_domain(
+        1,
+        DomainConfig::new(2, upcalls.clone()).guest_memory(guest_ram.clone()),
+    )?;
+    println!("== 2-level ABI ==");
     let mut dom0 = TwoLevelGuest::new(&ec, 0, 1);
     let mut guest = TwoLevelGuest::new(&ec, 1, 2);
 
@@ -87,6 +95,44 @@ fn main() -> Result<(), xen_evtchn::Error> {
         "hypercall(EVTCHNOP 99) = {}",
         ec.hypercall(1, 0, 99, &mut args)
     );
+
+    // == FIFO ==
+    // The guest resets its event channels (back to a clean 2-level state), then switches to
+    // FIFO as Linux does at boot: a control block per VCPU, event-array pages as ports appear.
+    println!("== FIFO ABI ==");
+    ec.reset(1, DOMID_SELF)?;
+    let mut guest = FifoGuest::new(&ec, &guest_ram, 1, 2, 0x1000)?;
+    println!("guest domain now uses the {} ABI", ec.abi_name(1)?);
+    let net = ec.alloc_unbound(1, 1, 0)?;
+    let blk = ec.alloc_unbound(1, 1, 0)?;
+    guest.ensure_port(&ec, blk)?;
+    for port in [net, blk] {
+        guest.unmask(&ec, port);
+    }
+    let dom0_net = ec.bind_interdomain(0, 1, net)?;
+    let dom0_blk = ec.bind_interdomain(0, 1, blk)?;
+    dom0.upcall(0);
+    // The block device's events get a higher priority (0 is the highest, 7 the default).
+    ec.set_priority(1, blk, 3)?;
+    for _ in 0..2 {
+        ec.send(0, dom0_net)?;
+        ec.send(0, dom0_blk)?;
+    }
+    let handled = guest.upcall(0);
+    println!(
+        "dom0 sent net, blk, net, blk; the guest handled {handled:?} (blk at priority 3 \
+         first, each event once)"
+    );
+    assert_eq!(handled, vec![blk, net]);
+    ec.send(1, net)?;
+    println!(
+        "  guest → dom0 on the net channel: dom0 handles {:?}",
+        dom0.upcall(0)
+    );
+    guest.check_invariants().map_err(|e| {
+        eprintln!("{e}");
+        xen_evtchn::Error::Inval(xen_evtchn::Reason::BadConfig("FIFO invariants"))
+    })?;
 
     ec.destroy_domain(1)?;
     ec.destroy_domain(0)?;
