@@ -16,13 +16,11 @@ mod harness;
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
-use criterion::{Criterion, criterion_group};
 use xen_evtchn::abi::{DomId, EVTCHNOP_send, EvtchnPort, TwoLevelLayout};
 use xen_evtchn::{DomainConfig, EventChannels, GuestPage};
 
-use harness::{CriterionRunner, Runner, test, test_and_set};
+use harness::{Runner, test, test_and_set};
 
 const LAYOUT: TwoLevelLayout = TwoLevelLayout::X86_64;
 
@@ -236,27 +234,6 @@ fn run_cases(s: &Setup, r: &mut impl Runner) {
     });
 }
 
-fn bench_send(c: &mut Criterion) {
-    let s = Setup::new();
-    let mut r = CriterionRunner(c.benchmark_group("send"));
-    run_cases(&s, &mut r);
-    r.0.finish();
-}
-
-criterion_group! {
-    name = benches;
-    config = Criterion::default()
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(50);
-    targets = bench_send
-}
-
-fn summary_table() {
-    let s = Setup::new();
-    harness::summary_table(|r| run_cases(&s, r), |_| "atomic_floor_2l");
-}
-
 fn memory_per_port() {
     const PORTS: u32 = 4000;
     let ec = EventChannels::new();
@@ -279,11 +256,10 @@ fn memory_per_port() {
 }
 
 fn main() {
-    benches();
-    Criterion::default().configure_from_args().final_summary();
-
+    let s = Setup::new();
+    harness::run_criterion("send", |r| run_cases(&s, r));
     if harness::is_real_bench_run() {
-        summary_table();
+        harness::summary_table(|r| run_cases(&s, r), |_| "atomic_floor_2l");
         memory_per_port();
     }
 }

@@ -24,9 +24,7 @@ mod harness;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
-use criterion::{Criterion, criterion_group};
 use xen_evtchn::abi::{
     DomId, EVTCHN_FIFO_LINKED, EVTCHN_FIFO_MASKED, EVTCHN_FIFO_PENDING,
     EVTCHN_FIFO_PRIORITY_DEFAULT, EVTCHNOP_send, EventWord, EvtchnPort,
@@ -34,7 +32,7 @@ use xen_evtchn::abi::{
 use xen_evtchn::test_utils::InMemoryGuest;
 use xen_evtchn::{DomainConfig, EventChannels, GuestPage};
 
-use harness::{CriterionRunner, Runner, test, test_and_set};
+use harness::{Runner, test, test_and_set};
 
 const DOM: DomId = 1;
 const CONTROL_GFN: u64 = 0x100;
@@ -317,27 +315,10 @@ fn floor_of(case: &str) -> &'static str {
     }
 }
 
-fn bench_send_fifo(c: &mut Criterion) {
-    let s = Setup::new();
-    let mut r = CriterionRunner(c.benchmark_group("send_fifo"));
-    run_cases(&s, &mut r);
-    r.0.finish();
-}
-
-criterion_group! {
-    name = benches;
-    config = Criterion::default()
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(50);
-    targets = bench_send_fifo
-}
-
 fn main() {
-    benches();
-    Criterion::default().configure_from_args().final_summary();
+    let s = Setup::new();
+    harness::run_criterion("send_fifo", |r| run_cases(&s, r));
     if harness::is_real_bench_run() {
-        let s = Setup::new();
         harness::summary_table(|r| run_cases(&s, r), floor_of);
     }
 }

@@ -4,10 +4,10 @@
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use criterion::BenchmarkGroup;
 use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion};
 
 /// Test-and-set of bit `n`, written so the compiler emits one locked bit instruction, as
 /// Xen's guest bitops (and the library) do: not a compare-exchange loop.
@@ -35,6 +35,22 @@ impl Runner for CriterionRunner<'_> {
     fn run<F: FnMut()>(&mut self, name: &'static str, mut f: F) {
         self.0.bench_function(name, |b| b.iter(&mut f));
     }
+}
+
+/// Runs `cases` as criterion group `group` (1 s warm-up, 3 s measurement, 50 samples; the
+/// command line can override them), then prints criterion's summary.
+pub(crate) fn run_criterion(group: &str, cases: impl FnOnce(&mut CriterionRunner<'_>)) {
+    let mut c = Criterion::default()
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(50)
+        .configure_from_args();
+    {
+        let mut r = CriterionRunner(c.benchmark_group(group));
+        cases(&mut r);
+        r.0.finish();
+    }
+    c.final_summary();
 }
 
 pub(crate) const ROUNDS: usize = 5;

@@ -7,11 +7,9 @@
 //! operations, then at most five CAS on the old tail and a HEAD store), so waiters spin briefly.
 //! Guest memory never decides how long the lock is held.
 
-use crossbeam_utils::Backoff;
-
 use xen_evtchn_abi::{EVTCHN_FIFO_LINK_MASK, EvtchnPort};
 
-use crate::sync::{AtomicU32, Ordering};
+use crate::sync::{AtomicU32, Backoff, Ordering};
 
 const LOCKED: u32 = 1 << 31;
 
@@ -25,45 +23,36 @@ impl Queue {
     /// Takes the lock; returns the tail.
     #[inline(always)]
     pub(crate) fn lock(&self) -> EvtchnPort {
-        let mut cur = self.word.load(Ordering::Relaxed);
-        if cur & LOCKED == 0 {
-            match self.word.compare_exchange_weak(
-                cur,
-                cur | LOCKED,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return cur,
-                Err(now) => cur = now,
-            }
+        let cur = self.word.load(Ordering::Relaxed);
+        match self.try_lock(cur) {
+            Ok(tail) => tail,
+            Err(now) => self.lock_slow(now),
         }
-        self.lock_slow(cur)
+    }
+
+    /// One attempt at taking the lock from the observed value `cur`.
+    #[inline(always)]
+    fn try_lock(&self, cur: u32) -> Result<EvtchnPort, u32> {
+        if cur & LOCKED != 0 {
+            return Err(cur);
+        }
+        self.word
+            .compare_exchange_weak(cur, cur | LOCKED, Ordering::Acquire, Ordering::Relaxed)
     }
 
     #[cold]
     fn lock_slow(&self, mut cur: u32) -> EvtchnPort {
         let backoff = Backoff::new();
         loop {
-            if cur & LOCKED == 0 {
-                match self.word.compare_exchange_weak(
-                    cur,
-                    cur | LOCKED,
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => return cur,
-                    Err(now) => {
-                        cur = now;
-                        continue;
-                    }
-                }
-            }
-            if backoff.is_completed() {
-                std::thread::yield_now();
-            } else {
+            if cur & LOCKED != 0 {
+                // Spins a little, then yields the processor (the holder may be preempted).
                 backoff.snooze();
+                cur = self.word.load(Ordering::Relaxed);
             }
-            cur = self.word.load(Ordering::Relaxed);
+            match self.try_lock(cur) {
+                Ok(tail) => return tail,
+                Err(now) => cur = now,
+            }
         }
     }
 
