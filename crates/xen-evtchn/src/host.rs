@@ -58,13 +58,15 @@ pub trait GuestMemory: Send + Sync {
 ///
 /// Any `Fn(DomId, u32) + Send + Sync` is an `UpcallSink`.
 ///
-/// It is called on the sender's thread, in the middle of the send path (inside the library's
-/// read-side section, and for the FIFO ABI after the queue lock is released). It must be
-/// short and must not block: set a flag, write an eventfd, queue an interrupt. It may call
-/// the library's send-side methods (`send`, `raise_*`, `is_pending`), but not operations that
-/// close ports, reset or destroy a domain, or switch its ABI: those wait for every sender to
-/// leave, including the one that is calling the sink, and the library panics rather than
-/// deadlock.
+/// It is called on the thread that raised the event, in the middle of the operation: inside
+/// the library's read-side section, and from some operations (`bind_interdomain`,
+/// `expand_array`, `register_vcpu_info`) with a domain's event lock held. It must be short
+/// and must not block: set a flag, write an eventfd, queue an interrupt. It may call the
+/// library's send-side methods (`send`, `raise_virq`, `raise_pirq`, `raise_port`,
+/// `is_pending`, `is_masked`) and nothing else: an operation that closes a port, resets or
+/// destroys a domain or switches its ABI waits for every sender to leave (the library
+/// panics rather than wait for itself), and one that takes an event lock (`status`, every
+/// bind, `close`, ...) can deadlock against the lock the caller holds.
 pub trait UpcallSink: Send + Sync {
     /// VCPU `vcpu` of domain `domid` has pending events: `evtchn_upcall_pending` in its
     /// vcpu_info just went from 0 to 1.

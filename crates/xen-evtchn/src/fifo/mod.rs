@@ -40,7 +40,7 @@ use crate::bitops;
 use crate::guest_memory::GuestPage;
 use crate::port::PortSlot;
 use crate::sync::rcu::RcuGuard;
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Ordering, fence};
 use crate::vcpu::Vcpu;
 
 pub(crate) use control_block::ControlBlock;
@@ -145,11 +145,6 @@ impl Fifo {
             .map_err(|_| ControlError::AlreadyMapped)
     }
 
-    /// Adds the next event-array page; returns the ports it covers.
-    pub(crate) fn add_page(&self, page: GuestPage) -> Result<Range<EvtchnPort>, AddPageError> {
-        self.array.add_page(page)
-    }
-
     /// Number of event-array pages.
     pub(crate) fn array_pages(&self) -> u32 {
         self.array.pages()
@@ -157,13 +152,34 @@ impl Fifo {
 
     /// Marks `port` as raised while it had no event word (the 2-level → FIFO carry-over).
     pub(crate) fn save_pending(slot: &PortSlot) {
-        slot.fifo_flags.fetch_or(SAVED_PENDING, Ordering::Relaxed);
+        slot.fifo_flags.fetch_or(SAVED_PENDING, Ordering::SeqCst);
+    }
+
+    /// The no-event-word path of a raise: remember it in the slot, unless the page arrived
+    /// meanwhile. Pairs with [`Fifo::publish_page`]: each side stores, then issues a full
+    /// fence, then loads what the other stored, so at least one of them sees the other: either
+    /// this sender finds the page (and raises through it) or the expander finds the flag (and
+    /// raises it). Both may: the second raise of an event only finds it pending.
+    #[cold]
+    fn save_pending_or_word(&self, port: EvtchnPort, slot: &PortSlot) -> Option<&AtomicU32> {
+        Self::save_pending(slot);
+        fence(Ordering::SeqCst);
+        self.array.word(port)
+    }
+
+    /// Adds the next event-array page and returns the ports it covers; the caller then raises
+    /// the ports of that range whose saved-pending flag is set (see
+    /// [`Fifo::save_pending_or_word`] for why none can be missed).
+    pub(crate) fn publish_page(&self, page: GuestPage) -> Result<Range<EvtchnPort>, AddPageError> {
+        let ports = self.array.add_page(page)?;
+        fence(Ordering::SeqCst);
+        Ok(ports)
     }
 
     /// Whether `port` was raised while it had no event word. (Like Xen, the flag is not
     /// cleared when the event is raised again from it.)
     pub(crate) fn has_saved_pending(slot: &PortSlot) -> bool {
-        slot.fifo_flags.load(Ordering::Relaxed) & SAVED_PENDING != 0
+        slot.fifo_flags.load(Ordering::SeqCst) & SAVED_PENDING != 0
     }
 
     /// Sets the port's priority back to the default (done for every port on the switch to
@@ -308,8 +324,11 @@ impl EvtchnPortOps for Fifo {
 
     #[inline]
     fn set_pending(&self, vcpu: &Vcpu, port: EvtchnPort, slot: &PortSlot, guard: &RcuGuard) {
-        let Some(word) = self.array.word(port) else {
-            Self::save_pending(slot);
+        let Some(word) = self
+            .array
+            .word(port)
+            .or_else(|| self.save_pending_or_word(port, slot))
+        else {
             return;
         };
         let Some(fv) = self.vcpus.get(vcpu.id as usize) else {

@@ -115,7 +115,7 @@ impl EventChannels {
         }
         let page = map(&d, array_gfn)?;
         let ports = fifo
-            .add_page(page)
+            .publish_page(page)
             .map_err(|AddPageError::Full| Error::NoSpc(Reason::EventArrayFull))?;
         let guard = rcu::read();
         for port in ports {

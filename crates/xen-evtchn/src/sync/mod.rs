@@ -8,7 +8,7 @@ pub(crate) mod rcu;
 
 pub(crate) use std::sync::Arc;
 pub(crate) use std::sync::atomic::{
-    AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering,
+    AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering, fence,
 };
 
 pub(crate) use crossbeam_utils::{Backoff, CachePadded};
