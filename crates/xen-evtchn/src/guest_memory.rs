@@ -14,22 +14,53 @@
 //!
 //! Every `unsafe` block below states why it is sound. Nothing else in the crate uses `unsafe`
 //! (`#![deny(unsafe_code)]` is lifted for this module only).
+//!
+//! Under the model checker (`--cfg xen_evtchn_shuttle`, see `docs/design.md`, "Concurrency
+//! model checking") a `GuestPage` is 1024 of shuttle's atomic 32-bit words instead of mapped
+//! memory, so that every guest-word access of the library and of the test guests is a
+//! scheduling point. Only library-owned pages exist then (`GuestPage::from_raw` is compiled
+//! out). Byte and 64-bit accessors return views onto those words
+//! ([`GuestAtomicU8`], [`GuestAtomicU64`]): a byte operation is one atomic operation on its
+//! word; a 64-bit operation is one per 32-bit half it changes, so a single-bit operation is
+//! exact and a whole-word load or store is two steps. The library itself uses 32-bit words
+//! only.
 #![allow(unsafe_code)]
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::ptr::{self, NonNull};
+use std::ptr;
+#[cfg(not(xen_evtchn_shuttle))]
+use std::ptr::NonNull;
 
 use crate::sync::rcu::{self, RcuGuard};
-use crate::sync::{Arc, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use crate::sync::{Arc, AtomicPtr, AtomicU32, Ordering};
+#[cfg(not(xen_evtchn_shuttle))]
+use crate::sync::{AtomicU8, AtomicU64};
 
 /// Size of a guest page, in bytes. Every page this crate maps is exactly this large.
 pub const PAGE_SIZE: usize = 4096;
 
+/// What [`GuestPage::atomic_u8`] returns: `AtomicU8` (a view onto a model word under the
+/// model checker), for code that names the type.
+#[cfg(not(xen_evtchn_shuttle))]
+#[allow(dead_code)] // named by the `test-utils` consumer models only
+pub(crate) type GuestAtomicU8 = AtomicU8;
+
+/// What [`GuestPage::atomic_u64`] returns: `AtomicU64` (a view onto two model words under the
+/// model checker), for code that names the type.
+#[cfg(not(xen_evtchn_shuttle))]
+#[allow(dead_code)] // named by the `test-utils` consumer models only
+pub(crate) type GuestAtomicU64 = AtomicU64;
+
+#[cfg(xen_evtchn_shuttle)]
+pub(crate) use model::{GuestAtomicU8, GuestAtomicU64};
+
 /// Host memory for a page the library or a test owns: 4 KiB of atomics, page-aligned.
+#[cfg(not(xen_evtchn_shuttle))]
 #[repr(C, align(4096))]
 struct HostPage([AtomicU64; PAGE_SIZE / 8]);
 
+#[cfg(not(xen_evtchn_shuttle))]
 impl HostPage {
     fn new_zeroed() -> Arc<Self> {
         Arc::new(HostPage(std::array::from_fn(|_| AtomicU64::new(0))))
@@ -59,6 +90,7 @@ impl HostPage {
 /// assert!(page.atomic_u32(4094).is_none()); // would cross the end of the page
 /// assert!(page.atomic_u64(4).is_none()); // misaligned
 /// ```
+#[cfg(not(xen_evtchn_shuttle))]
 #[derive(Clone)]
 pub struct GuestPage {
     base: NonNull<u8>,
@@ -68,10 +100,13 @@ pub struct GuestPage {
 
 // SAFETY: a GuestPage only hands out shared references to atomics inside the page, which may be
 // used from any thread; the keep-alive object is itself Send + Sync.
+#[cfg(not(xen_evtchn_shuttle))]
 unsafe impl Send for GuestPage {}
 // SAFETY: as above; all access through `&GuestPage` is atomic.
+#[cfg(not(xen_evtchn_shuttle))]
 unsafe impl Sync for GuestPage {}
 
+#[cfg(not(xen_evtchn_shuttle))]
 impl fmt::Debug for GuestPage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GuestPage")
@@ -80,6 +115,7 @@ impl fmt::Debug for GuestPage {
     }
 }
 
+#[cfg(not(xen_evtchn_shuttle))]
 impl GuestPage {
     /// Allocates a zeroed, page-aligned page of host memory.
     ///
@@ -189,6 +225,300 @@ impl GuestPage {
     }
 }
 
+/// A guest page under the model checker: shuttle's atomic words (see the module
+/// documentation). Same accessors, same bounds and alignment checks; no `from_raw`.
+#[cfg(xen_evtchn_shuttle)]
+#[derive(Clone)]
+pub struct GuestPage {
+    page: Arc<model::Page>,
+}
+
+#[cfg(xen_evtchn_shuttle)]
+impl fmt::Debug for GuestPage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuestPage")
+            .field("base", &self.as_ptr())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(xen_evtchn_shuttle)]
+impl GuestPage {
+    /// A zeroed page of model words.
+    pub fn new_zeroed() -> Self {
+        GuestPage {
+            page: Arc::new(model::Page::new()),
+        }
+    }
+
+    /// The address of the model words (only good for telling pages apart).
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.page.words.as_ptr().cast::<u8>().cast_mut()
+    }
+
+    /// True if both handles refer to the same page.
+    pub fn same_page(&self, other: &GuestPage) -> bool {
+        Arc::ptr_eq(&self.page, &other.page)
+    }
+
+    /// `offset` if an access of `size` bytes there is inside the page and aligned.
+    #[inline(always)]
+    fn checked(offset: usize, size: usize) -> Option<usize> {
+        (offset <= PAGE_SIZE - size && offset % size == 0).then_some(offset)
+    }
+
+    /// The byte at `offset`: a view onto its model word.
+    pub fn atomic_u8(&self, offset: usize) -> Option<&GuestAtomicU8> {
+        Self::checked(offset, 1).map(|o| self.page.byte(o))
+    }
+
+    /// The naturally aligned 32-bit word at `offset`, as a model atomic.
+    #[inline(always)]
+    pub fn atomic_u32(&self, offset: usize) -> Option<&AtomicU32> {
+        Self::checked(offset, 4).map(|o| &self.page.words[o / 4])
+    }
+
+    /// The whole page as 32-bit model atomics (word `i` is bytes `4 * i .. 4 * i + 4`).
+    #[inline(always)]
+    pub fn words32(&self) -> &[AtomicU32; PAGE_SIZE / 4] {
+        &self.page.words
+    }
+
+    /// The naturally aligned 64-bit word at `offset`: a view onto its two model words.
+    pub fn atomic_u64(&self, offset: usize) -> Option<&GuestAtomicU64> {
+        Self::checked(offset, 8).map(|o| self.page.long(o))
+    }
+}
+
+/// The model checker's guest memory: pages of shuttle atomics and the byte and 64-bit views
+/// onto them.
+#[cfg(xen_evtchn_shuttle)]
+mod model {
+    use std::sync::OnceLock;
+
+    use super::PAGE_SIZE;
+    use crate::sync::{Arc, AtomicU32, Ordering};
+
+    const WORDS: usize = PAGE_SIZE / 4;
+
+    /// A page: its words, and the views, made on first use (most pages never need them).
+    pub(super) struct Page {
+        pub(super) words: Arc<[AtomicU32; WORDS]>,
+        bytes: OnceLock<Box<[GuestAtomicU8]>>,
+        longs: OnceLock<Box<[GuestAtomicU64]>>,
+    }
+
+    impl Page {
+        pub(super) fn new() -> Self {
+            // Built on the heap: 1024 model atomics are too big for a model thread's stack.
+            let words: Arc<[AtomicU32]> = (0..WORDS).map(|_| AtomicU32::new(0)).collect();
+            Page {
+                words: words.try_into().expect("exactly one page of words"),
+                bytes: OnceLock::new(),
+                longs: OnceLock::new(),
+            }
+        }
+
+        /// The view of byte `offset` (in bounds: checked by the caller).
+        pub(super) fn byte(&self, offset: usize) -> &GuestAtomicU8 {
+            let views = self.bytes.get_or_init(|| {
+                (0..PAGE_SIZE)
+                    .map(|b| GuestAtomicU8 {
+                        words: self.words.clone(),
+                        word: b / 4,
+                        shift: (b % 4) as u32 * 8,
+                    })
+                    .collect()
+            });
+            &views[offset]
+        }
+
+        /// The view of the 64-bit word at byte `offset` (in bounds and aligned: checked by the
+        /// caller).
+        pub(super) fn long(&self, offset: usize) -> &GuestAtomicU64 {
+            let views = self.longs.get_or_init(|| {
+                (0..PAGE_SIZE / 8)
+                    .map(|l| GuestAtomicU64 {
+                        words: self.words.clone(),
+                        lo: 2 * l,
+                    })
+                    .collect()
+            });
+            &views[offset / 8]
+        }
+    }
+
+    /// A guest byte under the model checker: byte `shift / 8` (little-endian) of a model word.
+    /// Each operation is one atomic operation on the word (a compare-and-swap loop for those
+    /// that are not a bitwise AND or OR).
+    #[allow(unreachable_pub)] // returned by `GuestPage::atomic_u8`
+    pub struct GuestAtomicU8 {
+        words: Arc<[AtomicU32; WORDS]>,
+        word: usize,
+        shift: u32,
+    }
+
+    impl std::fmt::Debug for GuestAtomicU8 {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_tuple("GuestAtomicU8")
+                .field(&self.get(Ordering::SeqCst))
+                .finish()
+        }
+    }
+
+    impl GuestAtomicU8 {
+        fn w(&self) -> &AtomicU32 {
+            &self.words[self.word]
+        }
+
+        fn get(&self, order: Ordering) -> u8 {
+            (self.w().load(order) >> self.shift) as u8
+        }
+
+        /// Replaces the byte with `f(byte)`; returns the old byte.
+        fn update(&self, order: Ordering, f: impl Fn(u8) -> Option<u8>) -> Result<u8, u8> {
+            let mask = 0xFFu32 << self.shift;
+            let mut cur = self.w().load(order);
+            loop {
+                let old = (cur >> self.shift) as u8;
+                let Some(new) = f(old) else {
+                    return Err(old);
+                };
+                let next = (cur & !mask) | (u32::from(new) << self.shift);
+                match self
+                    .w()
+                    .compare_exchange(cur, next, order, Ordering::SeqCst)
+                {
+                    Ok(_) => return Ok(old),
+                    Err(now) => cur = now,
+                }
+            }
+        }
+
+        /// As `AtomicU8::load`.
+        pub fn load(&self, order: Ordering) -> u8 {
+            self.get(order)
+        }
+
+        /// As `AtomicU8::store`.
+        pub fn store(&self, val: u8, order: Ordering) {
+            let _ = self.update(order, |_| Some(val));
+        }
+
+        /// As `AtomicU8::swap`.
+        pub fn swap(&self, val: u8, order: Ordering) -> u8 {
+            self.update(order, |_| Some(val)).unwrap_or_else(|v| v)
+        }
+
+        /// As `AtomicU8::fetch_or`.
+        pub fn fetch_or(&self, val: u8, order: Ordering) -> u8 {
+            (self.w().fetch_or(u32::from(val) << self.shift, order) >> self.shift) as u8
+        }
+
+        /// As `AtomicU8::fetch_and`.
+        pub fn fetch_and(&self, val: u8, order: Ordering) -> u8 {
+            let keep = !(0xFFu32 << self.shift) | (u32::from(val) << self.shift);
+            (self.w().fetch_and(keep, order) >> self.shift) as u8
+        }
+
+        /// As `AtomicU8::compare_exchange`.
+        pub fn compare_exchange(
+            &self,
+            current: u8,
+            new: u8,
+            success: Ordering,
+            _failure: Ordering,
+        ) -> Result<u8, u8> {
+            self.update(success, |old| (old == current).then_some(new))
+        }
+    }
+
+    /// A guest 64-bit word under the model checker: model words `lo` and `lo + 1`
+    /// (little-endian). A bitwise operation is one atomic operation per half it changes (so a
+    /// single-bit operation is exact); a load or store is one per half.
+    #[allow(unreachable_pub)] // returned by `GuestPage::atomic_u64`
+    pub struct GuestAtomicU64 {
+        words: Arc<[AtomicU32; WORDS]>,
+        lo: usize,
+    }
+
+    impl std::fmt::Debug for GuestAtomicU64 {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_tuple("GuestAtomicU64")
+                .field(&self.load(Ordering::SeqCst))
+                .finish()
+        }
+    }
+
+    fn join(lo: u32, hi: u32) -> u64 {
+        u64::from(lo) | u64::from(hi) << 32
+    }
+
+    impl GuestAtomicU64 {
+        fn halves(&self) -> (&AtomicU32, &AtomicU32) {
+            (&self.words[self.lo], &self.words[self.lo + 1])
+        }
+
+        /// As `AtomicU64::load` (two loads).
+        pub fn load(&self, order: Ordering) -> u64 {
+            let (lo, hi) = self.halves();
+            join(lo.load(order), hi.load(order))
+        }
+
+        /// As `AtomicU64::store` (two stores).
+        pub fn store(&self, val: u64, order: Ordering) {
+            let (lo, hi) = self.halves();
+            lo.store(val as u32, order);
+            hi.store((val >> 32) as u32, order);
+        }
+
+        /// As `AtomicU64::swap` (two swaps).
+        pub fn swap(&self, val: u64, order: Ordering) -> u64 {
+            let (lo, hi) = self.halves();
+            join(
+                lo.swap(val as u32, order),
+                hi.swap((val >> 32) as u32, order),
+            )
+        }
+
+        /// As `AtomicU64::fetch_or`: one `fetch_or` per half with bits to set (the other half
+        /// is only loaded).
+        pub fn fetch_or(&self, val: u64, order: Ordering) -> u64 {
+            let (lo, hi) = self.halves();
+            let (vl, vh) = (val as u32, (val >> 32) as u32);
+            let l = if vl != 0 {
+                lo.fetch_or(vl, order)
+            } else {
+                lo.load(order)
+            };
+            let h = if vh != 0 {
+                hi.fetch_or(vh, order)
+            } else {
+                hi.load(order)
+            };
+            join(l, h)
+        }
+
+        /// As `AtomicU64::fetch_and`: one `fetch_and` per half with bits to clear (the other
+        /// half is only loaded).
+        pub fn fetch_and(&self, val: u64, order: Ordering) -> u64 {
+            let (lo, hi) = self.halves();
+            let (vl, vh) = (val as u32, (val >> 32) as u32);
+            let l = if vl != u32::MAX {
+                lo.fetch_and(vl, order)
+            } else {
+                lo.load(order)
+            };
+            let h = if vh != u32::MAX {
+                hi.fetch_and(vh, order)
+            } else {
+                hi.load(order)
+            };
+            join(l, h)
+        }
+    }
+}
+
 /// A published `Arc<T>` that readers borrow inside an RCU read-side section.
 ///
 /// * [`load`](Self::load) is one acquire load; the borrow lives as long as the guard.
@@ -283,7 +613,7 @@ impl<T> Drop for RcuArc<T> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(xen_evtchn_shuttle)))]
 mod tests {
     use super::*;
 

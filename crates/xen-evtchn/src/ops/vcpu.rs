@@ -12,6 +12,12 @@ impl EventChannels {
     /// `EVTCHNOP_bind_vcpu`: events on `port` now notify `vcpu`. Events already pending stay
     /// where they are.
     ///
+    /// When it returns, no sender still raises the port on the old VCPU: it waits for every
+    /// send that read the old binding (a grace period). Xen leaves that window open, and under
+    /// the 2-level ABI it can lose an event: Linux moves a port with mask, bind_vcpu, unmask,
+    /// and a late raise on the old VCPU would set the pending bit after the unmask, on a VCPU
+    /// that no longer looks at the port.
+    ///
     /// Errors (Xen's order): ENOENT (no such VCPU), EINVAL (port not valid; or an IPI, a
     /// per-VCPU VIRQ, a free or reserved port).
     pub fn bind_vcpu(&self, caller: DomId, port: EvtchnPort, vcpu: u32) -> Result<()> {
@@ -32,6 +38,7 @@ impl EventChannels {
             | Binding::Interdomain { .. }
             | Binding::Pirq { .. } => {
                 slot.set(state.with_vcpu(vcpu));
+                rcu::synchronize();
                 Ok(())
             }
             other => Err(Error::Inval(Reason::WrongState {

@@ -22,12 +22,29 @@
 //! * a read-side section never blocks and never calls [`synchronize`] (that would wait for
 //!   itself; [`synchronize`] asserts it);
 //! * sections nest; only the outermost one touches the slot.
+//!
+//! Under the model checker (`--cfg xen_evtchn_shuttle`) the same code runs with shuttle's
+//! thread-locals, atomics and mutex, and these differences:
+//! * the barrier mode is always the symmetric `fence(SeqCst)` one (no membarrier: shuttle
+//!   runs every model thread on one OS thread, and models every atomic as `SeqCst` anyway);
+//! * the registry of slots and the fallback reader count belong to one shuttle execution
+//!   (`shuttle::lazy_static!`, created on first use and dropped when the execution ends), so
+//!   nothing registered by the dead threads of an earlier execution is scanned, reused or
+//!   waited for. The slots themselves are still leaked (a few hundred bytes per model thread
+//!   per execution), as the `&'static` references handed to thread-locals require;
+//! * waits yield to shuttle's scheduler (the model `Backoff`), so they end when the reader
+//!   they wait for has run.
 
 use std::cell::Cell;
 use std::marker::PhantomData;
+#[cfg(not(xen_evtchn_shuttle))]
 use std::sync::OnceLock;
 
-use super::{AtomicBool, AtomicU8, AtomicU64, Backoff, CachePadded, Mutex, Ordering};
+#[cfg(not(xen_evtchn_shuttle))]
+use super::AtomicU8;
+use super::{AtomicBool, AtomicU64, Backoff, CachePadded, Mutex, Ordering};
+#[cfg(xen_evtchn_shuttle)]
+use shuttle::thread_local;
 
 /// One thread's read-side counter: odd while the thread is inside a read-side section.
 #[derive(Debug)]
@@ -39,11 +56,20 @@ struct Slot {
 /// All slots ever handed out. Slots are leaked on purpose (a few hundred bytes per thread that
 /// ever read) and recycled when their thread exits, so the registry only grows with the peak
 /// number of concurrent reader threads.
+#[cfg(not(xen_evtchn_shuttle))]
 static REGISTRY: Mutex<Vec<&'static Slot>> = Mutex::new(Vec::new());
 
 /// Readers whose thread-local slot is gone (reads made from a thread-local destructor) count
 /// themselves here with real read-modify-writes; writers wait for it to drain.
+#[cfg(not(xen_evtchn_shuttle))]
 static FALLBACK_READERS: AtomicU64 = AtomicU64::new(0);
+
+// The same two, one per shuttle execution (see the module documentation).
+#[cfg(xen_evtchn_shuttle)]
+shuttle::lazy_static! {
+    static ref REGISTRY: Mutex<Vec<&'static Slot>> = Mutex::new(Vec::new());
+    static ref FALLBACK_READERS: AtomicU64 = AtomicU64::new(0);
+}
 
 /// Releases the thread's slot when the thread exits.
 struct SlotOwner(&'static Slot);
@@ -72,7 +98,10 @@ impl Drop for SlotOwner {
         // The thread is exiting, outside any section (its counter is even): hand the slot to
         // a future thread.
         let _registry = REGISTRY.lock();
-        SLOT.with(|s| s.set(None));
+        // `try_with`: std never destroys `SLOT` (no destructor), shuttle destroys a thread's
+        // locals oldest first, so `SLOT` may be gone already; either way nothing reads it
+        // after this.
+        let _ = SLOT.try_with(|s| s.set(None));
         self.0.in_use.store(false, Ordering::Relaxed);
     }
 }
@@ -105,6 +134,7 @@ fn register_slot() -> Option<&'static Slot> {
 
 /// How the two sides of the barrier are implemented on this machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(xen_evtchn_shuttle, allow(dead_code))]
 enum BarrierMode {
     /// Readers: compiler fence. Writers: expedited membarrier.
     Expedited,
@@ -112,12 +142,24 @@ enum BarrierMode {
     Fence,
 }
 
+#[cfg(not(xen_evtchn_shuttle))]
 const MODE_UNKNOWN: u8 = 0;
+#[cfg(not(xen_evtchn_shuttle))]
 const MODE_EXPEDITED: u8 = 1;
+#[cfg(not(xen_evtchn_shuttle))]
 const MODE_FENCE: u8 = 2;
 
+#[cfg(not(xen_evtchn_shuttle))]
 static MODE: AtomicU8 = AtomicU8::new(MODE_UNKNOWN);
 
+/// Under the model checker: always the symmetric fences (see the module documentation).
+#[cfg(xen_evtchn_shuttle)]
+#[inline(always)]
+fn mode() -> BarrierMode {
+    BarrierMode::Fence
+}
+
+#[cfg(not(xen_evtchn_shuttle))]
 #[inline(always)]
 fn mode() -> BarrierMode {
     match MODE.load(Ordering::Relaxed) {
@@ -129,6 +171,7 @@ fn mode() -> BarrierMode {
 
 /// Chooses the barrier implementation once. Until it is chosen, readers use the full fence,
 /// which is correct with either writer side.
+#[cfg(not(xen_evtchn_shuttle))]
 #[cold]
 fn init_mode() -> BarrierMode {
     static INIT: OnceLock<BarrierMode> = OnceLock::new();

@@ -39,7 +39,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use std::sync::atomic::fence;
 
 use xen_evtchn_abi::{
     DomId, EVTCHN_FIFO_CONTROL_BLOCK_READY_OFFSET, EVTCHN_FIFO_EVENT_WORDS_PER_PAGE,
@@ -51,7 +51,8 @@ use xen_evtchn_abi::{
 use super::InMemoryGuest;
 use crate::error::{Error, Reason, Result};
 use crate::event_channels::EventChannels;
-use crate::guest_memory::{GuestPage, PAGE_SIZE};
+use crate::guest_memory::{GuestAtomicU8, GuestAtomicU64, GuestPage, PAGE_SIZE};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 const QUEUES: usize = EVTCHN_FIFO_MAX_QUEUES as usize;
 
@@ -98,7 +99,7 @@ impl VcpuState {
             .expect("HEAD[q] is inside the control page")
     }
 
-    fn upcall_flag(&self) -> Option<&std::sync::atomic::AtomicU8> {
+    fn upcall_flag(&self) -> Option<&GuestAtomicU8> {
         self.upcall_flag.as_ref().map(|(page, off)| {
             page.atomic_u8(*off)
                 .expect("evtchn_upcall_pending inside its page")
@@ -416,7 +417,7 @@ impl FifoGuest {
 
     /// The aligned 64-bit word containing `port`'s event word, and the shift of its bit 0 in
     /// it: Linux's bit operations work on `unsigned long`s (1.8).
-    fn long_word(&self, port: EvtchnPort) -> (&AtomicU64, u32) {
+    fn long_word(&self, port: EvtchnPort) -> (&GuestAtomicU64, u32) {
         let page = evtchn_fifo_word_page(port);
         if page >= self.pages_in_use {
             panic!(
@@ -915,7 +916,7 @@ fn take_budget(budget: &mut u64, vcpu: u32) {
 /// Backs off in a compare-and-swap retry loop, letting a hypervisor thread that holds BUSY run.
 fn spin_wait(rounds: u32) {
     if rounds % 64 == 0 {
-        std::thread::yield_now();
+        crate::sync::yield_now();
     } else {
         std::hint::spin_loop();
     }

@@ -36,7 +36,7 @@ impl TwoLevelGuest {
         }
     }
 
-    fn bit(&self, base: usize, port: EvtchnPort) -> (&std::sync::atomic::AtomicU32, u32) {
+    fn bit(&self, base: usize, port: EvtchnPort) -> (&crate::sync::AtomicU32, u32) {
         (
             self.shared_info
                 .atomic_u32(base + (port / 32) as usize * 4)
