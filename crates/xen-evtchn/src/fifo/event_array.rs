@@ -27,7 +27,8 @@ pub(crate) enum AddPageError {
 /// A domain's event array.
 #[derive(Debug)]
 pub(crate) struct EventArray {
-    pages: Box<[OnceLock<GuestPage>]>,
+    /// Inline (not boxed): one dependent load fewer on every send.
+    pages: [OnceLock<GuestPage>; MAX_PAGES],
     /// Ports covered by the pages present (Xen's `num_evtchns`): a multiple of 1024.
     ports: AtomicU32,
 }
@@ -36,7 +37,7 @@ impl EventArray {
     /// An array with no pages.
     pub(crate) fn new() -> Self {
         EventArray {
-            pages: (0..MAX_PAGES).map(|_| OnceLock::new()).collect(),
+            pages: std::array::from_fn(|_| OnceLock::new()),
             ports: AtomicU32::new(0),
         }
     }
