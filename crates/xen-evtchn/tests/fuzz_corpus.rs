@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use xen_evtchn::test_utils::run_hypercalls;
+use xen_evtchn::test_utils::{XorShift, run_hypercalls};
 
 fn corpus_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/hypercalls")
@@ -41,28 +41,16 @@ fn replay_seed_corpus() {
     );
 }
 
-/// xorshift64*: a fixed, dependency-free byte stream.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
-
 /// Pseudo-random programs from a fixed seed: meaningful even with a tiny corpus, since every
 /// byte string is a valid program for the driver.
 #[test]
 fn pseudo_random_programs() {
     const INPUTS: usize = 2000;
-    let mut rng = XorShift(0x5EED_F0E7_C4A1_1E00);
+    let mut rng = XorShift::new(0x5EED_F0E7_C4A1_1E00);
     let start = Instant::now();
     for i in 0..INPUTS {
-        let len = (rng.next() % 384) as usize;
-        let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let len = (rng.next_u64() % 384) as usize;
+        let data: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
         let result = std::panic::catch_unwind(|| run_hypercalls(&data));
         assert!(
             result.is_ok(),

@@ -18,7 +18,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 
 use xen_evtchn::abi::{DomId, EvtchnPort, VIRQ_TIMER};
-use xen_evtchn::test_utils::{FifoGuest, InMemoryGuest, TwoLevelGuest};
+use xen_evtchn::test_utils::{FifoGuest, InMemoryGuest, TwoLevelGuest, XorShift};
 use xen_evtchn::{DomainConfig, EventChannels};
 
 const DOM0: DomId = 0;
@@ -73,21 +73,6 @@ impl Consumer for FifoGuest {
     fn moved(&mut self, _port: EvtchnPort, _vcpu: u32) {}
     fn check(&self) {
         self.check_invariants().expect("FIFO consumer invariants");
-    }
-}
-
-/// A tiny deterministic generator (xorshift64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
     }
 }
 
@@ -288,7 +273,7 @@ fn stress(fifo: bool, total: u64) {
         let (w, consumer, barrier, quiet) =
             (w.clone(), consumer.clone(), barrier.clone(), quiet.clone());
         thread::spawn(move || {
-            let mut rng = Rng(0x0DDB_1A5E_5BAD_5EED ^ u64::from(fifo));
+            let mut rng = XorShift::new(0x0DDB_1A5E_5BAD_5EED ^ u64::from(fifo));
             let movable: Vec<EvtchnPort> = w
                 .ports
                 .iter()

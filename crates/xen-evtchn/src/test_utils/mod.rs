@@ -5,11 +5,13 @@
 mod fifo_guest;
 mod fuzz;
 mod memory;
+mod rng;
 mod two_level_guest;
 mod upcall;
 
 pub use fifo_guest::FifoGuest;
 pub use fuzz::{MAX_ACTIONS, run_hypercalls};
 pub use memory::InMemoryGuest;
+pub use rng::XorShift;
 pub use two_level_guest::TwoLevelGuest;
 pub use upcall::UpcallRecorder;
