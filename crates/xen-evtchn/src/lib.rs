@@ -64,7 +64,7 @@ pub mod test_utils;
 pub use domain::DomainConfig;
 pub use error::{Error, Reason, Result};
 pub use event_channels::EventChannels;
-pub use fifo::FifoCounters;
+pub use fifo::{FifoCounters, FifoFrames};
 pub use guest_memory::{GuestPage, PAGE_SIZE};
 pub use host::{GuestMemory, MapError, PirqHost, UpcallSink};
 pub use ops::{PortStatus, Status};

@@ -40,7 +40,7 @@ use crate::bitops;
 use crate::guest_memory::GuestPage;
 use crate::port::PortSlot;
 use crate::sync::rcu::RcuGuard;
-use crate::sync::{AtomicU32, AtomicU64, Ordering, fence};
+use crate::sync::{AtomicU32, AtomicU64, Mutex, Ordering, fence};
 use crate::vcpu::Vcpu;
 
 pub(crate) use control_block::ControlBlock;
@@ -102,12 +102,26 @@ pub(crate) enum ControlError {
     AlreadyMapped,
 }
 
+/// The guest frames a domain's FIFO state lives in, as the guest gave them: what a VMM needs to
+/// save and restore the FIFO set-up (live migration) or to know which frames the library keeps
+/// mapped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FifoFrames {
+    /// Per VCPU: the control block's frame and byte offset (`None`: not set up yet).
+    pub control: Vec<Option<(u64, u32)>>,
+    /// The event-array frames, in order (frame `i` holds ports `1024 * i ..`).
+    pub array: Vec<u64>,
+}
+
 /// A domain's FIFO state (Xen's `struct evtchn_fifo_domain` plus the per-VCPU parts).
 #[derive(Debug)]
 pub(crate) struct Fifo {
     array: EventArray,
     vcpus: Box<[FifoVcpu]>,
     counters: Counters,
+    /// Where the guest put things (written under the event lock; never on the send path).
+    frames: Mutex<FifoFrames>,
 }
 
 impl Fifo {
@@ -122,13 +136,23 @@ impl Fifo {
                 })
                 .collect(),
             counters: Counters::default(),
+            frames: Mutex::new(FifoFrames {
+                control: vec![None; nr_vcpus as usize],
+                array: Vec::new(),
+            }),
         }
     }
 
-    /// Installs VCPU `vcpu`'s control block at byte `offset` of `page`.
+    /// The guest frames in use.
+    pub(crate) fn frames(&self) -> FifoFrames {
+        self.frames.lock().clone()
+    }
+
+    /// Installs VCPU `vcpu`'s control block at byte `offset` of `page` (guest frame `gfn`).
     pub(crate) fn map_control_block(
         &self,
         vcpu: u32,
+        gfn: u64,
         page: GuestPage,
         offset: u32,
     ) -> Result<(), ControlError> {
@@ -142,7 +166,11 @@ impl Fifo {
         let block = ControlBlock::new(page, offset).ok_or(ControlError::BadOffset)?;
         v.control
             .set(block)
-            .map_err(|_| ControlError::AlreadyMapped)
+            .map_err(|_| ControlError::AlreadyMapped)?;
+        if let Some(entry) = self.frames.lock().control.get_mut(vcpu as usize) {
+            *entry = Some((gfn, offset));
+        }
+        Ok(())
     }
 
     /// Number of event-array pages.
@@ -170,9 +198,14 @@ impl Fifo {
     /// Adds the next event-array page and returns the ports it covers; the caller then raises
     /// the ports of that range whose saved-pending flag is set (see
     /// [`Fifo::save_pending_or_word`] for why none can be missed).
-    pub(crate) fn publish_page(&self, page: GuestPage) -> Result<Range<EvtchnPort>, AddPageError> {
+    pub(crate) fn publish_page(
+        &self,
+        gfn: u64,
+        page: GuestPage,
+    ) -> Result<Range<EvtchnPort>, AddPageError> {
         let ports = self.array.add_page(page)?;
         fence(Ordering::SeqCst);
+        self.frames.lock().array.push(gfn);
         Ok(ports)
     }
 

@@ -19,7 +19,7 @@ use crate::backend::EvtchnPortOps;
 use crate::domain::Domain;
 use crate::error::{Error, Reason, Result};
 use crate::event_channels::EventChannels;
-use crate::fifo::{AddPageError, ControlError, Fifo, FifoCounters};
+use crate::fifo::{AddPageError, ControlError, Fifo, FifoCounters, FifoFrames};
 use crate::guest_memory::GuestPage;
 use crate::sync::{Arc, rcu};
 
@@ -68,12 +68,12 @@ impl EventChannels {
             ControlError::AlreadyMapped => Error::Inval(Reason::ControlBlockExists(vcpu)),
         };
         if let Some(fifo) = d.fifo.load_arc() {
-            fifo.map_control_block(vcpu, page, offset)
+            fifo.map_control_block(vcpu, control_gfn, page, offset)
                 .map_err(map_err)?;
             return Ok(EVTCHN_FIFO_LINK_BITS);
         }
         let fifo = Fifo::new(d.vcpus.len() as u32);
-        fifo.map_control_block(vcpu, page, offset)
+        fifo.map_control_block(vcpu, control_gfn, page, offset)
             .map_err(map_err)?;
         let prev = d.two_level.max_ports();
         // Every port gets the default priority before any sender can see the FIFO state.
@@ -115,7 +115,7 @@ impl EventChannels {
         }
         let page = map(&d, array_gfn)?;
         let ports = fifo
-            .publish_page(page)
+            .publish_page(array_gfn, page)
             .map_err(|AddPageError::Full| Error::NoSpc(Reason::EventArrayFull))?;
         let guard = rcu::read();
         for port in ports {
@@ -129,6 +129,36 @@ impl EventChannels {
             }
         }
         Ok(())
+    }
+
+    /// The guest frames of a domain's FIFO set-up: each VCPU's control block (frame, offset)
+    /// and the event-array frames in order (`None` while the domain uses the 2-level ABI).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use xen_evtchn::test_utils::{InMemoryGuest, UpcallRecorder};
+    /// use xen_evtchn::{DomainConfig, EventChannels};
+    ///
+    /// let memory = Arc::new(InMemoryGuest::new());
+    /// let ec = EventChannels::new();
+    /// ec.create_domain(1, DomainConfig::new(2, UpcallRecorder::new()).guest_memory(memory.clone()))?;
+    /// assert_eq!(ec.fifo_frames(1)?, None);
+    /// for gfn in [0x100, 0x200] {
+    ///     memory.page(gfn);
+    /// }
+    /// ec.init_control(1, 0x100, 64, 1)?;
+    /// ec.expand_array(1, 0x200)?;
+    /// let frames = ec.fifo_frames(1)?.unwrap();
+    /// assert_eq!(frames.control, vec![None, Some((0x100, 64))]);
+    /// assert_eq!(frames.array, vec![0x200]);
+    /// # Ok::<(), xen_evtchn::Error>(())
+    /// ```
+    ///
+    /// Errors: ESRCH (no such domain).
+    pub fn fifo_frames(&self, domid: DomId) -> Result<Option<FifoFrames>> {
+        let guard = rcu::read();
+        let d = self.live_domain(domid, &guard)?;
+        Ok(d.fifo.load(&guard).map(Fifo::frames))
     }
 
     /// What the FIFO backend had to do about a misbehaving guest (`None` while the domain
