@@ -613,6 +613,90 @@ impl<T> Drop for RcuArc<T> {
     }
 }
 
+/// What an [`RcuWindow`] can point into: a value that owns a guest page and names a word in it.
+pub(crate) trait WindowOwner: Send + Sync {
+    /// The page.
+    fn page(&self) -> &GuestPage;
+    /// Index of the window's first 32-bit word in the page.
+    fn first_word(&self) -> usize;
+}
+
+/// `N` consecutive 32-bit words of a guest page that readers reach with **one** load: the
+/// address of the first word, published next to the [`RcuArc`] that owns the page.
+///
+/// The send path uses it for a VCPU's `vcpu_info`: a plain `RcuArc` would cost two dependent
+/// loads (the owner, then the page's base) before the first guest atomic.
+pub(crate) struct RcuWindow<T, const N: usize> {
+    /// Address of word `first_word()` of the current owner's page; null if there is none.
+    first: AtomicPtr<AtomicU32>,
+    owner: RcuArc<T>,
+}
+
+impl<T, const N: usize> fmt::Debug for RcuWindow<T, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RcuWindow")
+            .field("words", &N)
+            .field("owner", &self.owner)
+            .finish()
+    }
+}
+
+/// The address of word `first` of `page`, if `N` words fit from there.
+fn window_start<const N: usize>(page: &GuestPage, first: usize) -> *mut AtomicU32 {
+    match page.words32().get(first..first.saturating_add(N)) {
+        Some(words) => ptr::from_ref(&words[0]).cast_mut(),
+        None => ptr::null_mut(),
+    }
+}
+
+impl<T: WindowOwner, const N: usize> RcuWindow<T, N> {
+    /// A window owned by `value` (none if its words do not fit in its page).
+    pub(crate) fn new(value: Arc<T>) -> Self {
+        RcuWindow {
+            first: AtomicPtr::new(window_start::<N>(value.page(), value.first_word())),
+            owner: RcuArc::new(Some(value)),
+        }
+    }
+
+    /// Word `i` of the window (`None` if `i >= N` or there is no window).
+    #[inline(always)]
+    pub(crate) fn word<'g>(&'g self, _guard: &'g RcuGuard, i: usize) -> Option<&'g AtomicU32> {
+        if i >= N {
+            return None;
+        }
+        // Acquire pairs with the release in `replace`.
+        let first = self.first.load(Ordering::Acquire);
+        if first.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null `first` was computed by `window_start` from the page of an owner
+        // that this window published, with words `first .. first + N` inside that page, so
+        // `first + i` (i < N) stays in the same allocation.
+        let word = unsafe { first.add(i) };
+        // SAFETY: that owner is either the current one, or one that `replace` unpublished
+        // while this read-side section was already running: `replace` stores the new address
+        // before it swaps owners, and waits for a grace period before it gives the old owner
+        // (and its page mapping) up, which cannot end while `_guard` lives. The word is
+        // aligned (an element of `words32`) and only ever accessed atomically.
+        Some(unsafe { &*word })
+    }
+
+    /// The owner, for slow paths (see [`RcuArc::load_arc`]).
+    pub(crate) fn load_arc(&self) -> Option<Arc<T>> {
+        self.owner.load_arc()
+    }
+
+    /// Publishes `value` as the new owner and returns the old one once no reader can still
+    /// use its words (a grace period). Callers serialise their `replace` calls, and must not
+    /// be inside a read-side section.
+    pub(crate) fn replace(&self, value: Arc<T>) -> Option<Arc<T>> {
+        // The new page is kept alive by `value` until the swap below hands it to `owner`.
+        let first = window_start::<N>(value.page(), value.first_word());
+        self.first.store(first, Ordering::Release);
+        self.owner.replace(Some(value))
+    }
+}
+
 #[cfg(all(test, not(xen_evtchn_shuttle)))]
 mod tests {
     use super::*;

@@ -53,12 +53,11 @@ impl EventChannels {
                 }
             }
         }
-        v.vcpu_info.replace(Some(Arc::new(VcpuInfoLocation::new(
-            page.clone(),
+        v.vcpu_info.replace(Arc::new(VcpuInfoLocation {
+            page: page.clone(),
             offset,
-            true,
-            &d.layout,
-        ))));
+            registered: true,
+        }));
         // Every sender now uses the new location; flag everything so nothing raised into the
         // old one during the move goes unseen.
         for w in 0..(d.layout.word_bits / 32) as usize {
