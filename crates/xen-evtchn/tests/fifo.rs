@@ -834,8 +834,17 @@ fn reset_returns_to_two_level_and_fifo_can_be_set_up_again() {
     ec.set_paused(D, false).unwrap();
     assert_eq!(errno(ec.reset(0, D)), Errno::EINVAL);
     assert_eq!(ec.abi_name(D).unwrap(), "FIFO");
+    let frames = ec.fifo_frames(D).unwrap().expect("FIFO frames");
+    assert!(frames.control.iter().all(Option::is_some), "{frames:?}");
+    assert!(!frames.array.is_empty(), "{frames:?}");
     ec.reset(D, DOMID_SELF).unwrap();
     assert_eq!(ec.abi_name(D).unwrap(), "2-level");
+    assert_eq!(
+        ec.fifo_frames(D).unwrap(),
+        None,
+        "reset frees the FIFO set-up"
+    );
+    assert_eq!(ec.fifo_counters(D).unwrap(), None);
     assert_eq!(ec.fifo_counters(D).unwrap(), None);
     // The reset closed the ports while still FIFO: each close cleared PENDING and nothing
     // else (no unlink; the guest's words keep their queues).
