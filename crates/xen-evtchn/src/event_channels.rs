@@ -110,9 +110,12 @@ impl EventChannels {
         // Taking the event lock once orders every allocation after the flag (they re-check it
         // under the lock).
         drop(d.lock.lock());
+        // Every port unbound (peers revert to unbound), then one grace period for all of them.
+        let mut batch = Vec::new();
         for port in (1..d.ports.valid_ports()).rev() {
-            let _ = self.close_port(&d, port);
+            let _ = self.close_port_batched(&d, port, &mut batch);
         }
+        self.finish_closes(&d, &mut batch);
         if let Some(slot) = self.domains.get(domid as usize) {
             slot.replace(None);
         }

@@ -5,7 +5,7 @@
 //!
 //! | bits   | field        | meaning                                                        |
 //! |--------|--------------|----------------------------------------------------------------|
-//! | 0..3   | state        | FREE 0, RESERVED 1, UNBOUND 2, INTERDOMAIN 3, PIRQ 4, VIRQ 5, IPI 6 (Xen's values) |
+//! | 0..3   | state        | FREE 0, RESERVED 1, UNBOUND 2, INTERDOMAIN 3, PIRQ 4, VIRQ 5, IPI 6 (Xen's values); 7 CLOSING (ours, below) |
 //! | 3..16  | notify vcpu  | the VCPU that is told about events on this port (13 bits)      |
 //! | 16..32 | domain       | UNBOUND: the domain allowed to bind; INTERDOMAIN: the peer      |
 //! | 32..64 | payload      | INTERDOMAIN: peer port; PIRQ: pirq; VIRQ: virq                 |
@@ -19,7 +19,8 @@
 //! | FREE        | INTERDOMAIN | bind_interdomain (local end; the remote UNBOUND end moves too) |
 //! | UNBOUND     | INTERDOMAIN | the remote domain's bind_interdomain                    |
 //! | FREE        | VIRQ, IPI, PIRQ | bind_virq, bind_ipi, bind_pirq                      |
-//! | any bound   | FREE        | close, reset, domain destruction                        |
+//! | any bound   | FREE        | close                                                   |
+//! | any bound   | CLOSING → FREE | reset and domain destruction: unbound port by port, then freed together after one grace period |
 //! | INTERDOMAIN | UNBOUND     | the peer end was closed (remote := the closer)          |
 //! | any bound   | same        | bind_vcpu (only the notify vcpu changes)                |
 //!
@@ -95,6 +96,9 @@ const S_INTERDOMAIN: u64 = 3;
 const S_PIRQ: u64 = 4;
 const S_VIRQ: u64 = 5;
 const S_IPI: u64 = 6;
+/// Unbound, waiting for the grace period after which it becomes FREE: every operation sees a
+/// free port (it decodes as [`Binding::Free`]), but allocation skips it.
+const S_CLOSING: u64 = 7;
 
 /// A snapshot of a port's state word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +107,9 @@ pub(crate) struct PortState(u64);
 impl PortState {
     /// The state of a never-used port.
     pub(crate) const FREE: PortState = PortState(0);
+
+    /// A port unbound by a batch (reset, destruction) whose grace period has not passed.
+    pub(crate) const CLOSING: PortState = PortState(S_CLOSING);
 
     /// Encodes a binding with its notify VCPU (which must be below [`MAX_VCPUS`]).
     pub(crate) const fn new(binding: Binding, vcpu: u32) -> Self {
@@ -175,10 +182,11 @@ impl PortState {
         PortState((self.0 & !VCPU_MASK) | (((vcpu as u64) << VCPU_SHIFT) & VCPU_MASK))
     }
 
-    /// FREE or RESERVED.
+    /// FREE or RESERVED (or CLOSING, which every operation treats as free).
     #[inline(always)]
     pub(crate) const fn is_free_or_reserved(self) -> bool {
-        self.0 & ((1 << STATE_BITS) - 1) <= S_RESERVED
+        let s = self.0 & ((1 << STATE_BITS) - 1);
+        s <= S_RESERVED || s == S_CLOSING
     }
 
     /// FREE.
@@ -266,6 +274,12 @@ mod tests {
         assert_eq!(PortState::FREE, st(Binding::Free));
         assert!(PortState::FREE.is_free());
         assert!(!st(Binding::Reserved).is_free());
+        // CLOSING: unusable and reported free, but not allocatable.
+        assert!(!PortState::CLOSING.is_usable());
+        assert!(!PortState::CLOSING.is_free());
+        assert_eq!(PortState::CLOSING.binding(), Binding::Free);
+        assert_eq!(PortState::CLOSING.interdomain_peer(), None);
+        assert!(!PortState::CLOSING.is_ipi() && !PortState::CLOSING.is_unbound());
     }
 
     #[test]

@@ -6,6 +6,9 @@ use crate::error::{Error, Reason, Result};
 use crate::event_channels::EventChannels;
 use crate::sync::Ordering;
 
+/// Ports a reset unbinds before it waits for one grace period and frees them together.
+const RESET_BATCH: usize = 256;
+
 impl EventChannels {
     /// `EVTCHNOP_reset`: closes every port of `dom` (DOMID_SELF allowed), as the guest would,
     /// and puts a FIFO domain back on the 2-level ABI (its control blocks and event-array
@@ -50,12 +53,17 @@ impl EventChannels {
             }
         };
         let mut port = start;
-        while port < d.ports.valid_ports() && d.lock.lock().alloc.active > 0 {
+        let mut batch = Vec::new();
+        while port < d.ports.valid_ports() && d.lock.lock().alloc.active > batch.len() as u32 {
             // Errors are expected: free ports give EINVAL and are skipped.
-            let _ = self.close_port(&d, port);
+            let _ = self.close_port_batched(&d, port, &mut batch);
             port += 1;
             d.lock.lock().reset_next = port;
+            if batch.len() >= RESET_BATCH {
+                self.finish_closes(&d, &mut batch);
+            }
         }
+        self.finish_closes(&d, &mut batch);
         let mut el = d.lock.lock();
         el.reset_next = 0;
         if el.alloc.active > 0 {
