@@ -29,7 +29,6 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::ptr;
-#[cfg(not(xen_evtchn_shuttle))]
 use std::ptr::NonNull;
 
 use crate::sync::rcu::{self, RcuGuard};
@@ -649,6 +648,34 @@ fn window_start<const N: usize>(page: &GuestPage, first: usize) -> *mut AtomicU3
     }
 }
 
+/// The words of an [`RcuWindow`] as one read-side section saw them.
+pub(crate) struct WindowView<'g, const N: usize> {
+    /// A non-null address published by the window (see [`RcuWindow::view`]).
+    first: NonNull<AtomicU32>,
+    /// Borrows the window and the read-side section that keeps its page mapped.
+    _section: PhantomData<&'g AtomicU32>,
+}
+
+impl<'g, const N: usize> WindowView<'g, N> {
+    /// Word `i` of the window (`None` if `i >= N`).
+    #[inline(always)]
+    pub(crate) fn word(&self, i: usize) -> Option<&'g AtomicU32> {
+        if i >= N {
+            return None;
+        }
+        // SAFETY: `first` was computed by `window_start` from the page of an owner that the
+        // window published, with words `first .. first + N` inside that page, so `first + i`
+        // (i < N) stays in the same allocation.
+        let word = unsafe { self.first.as_ptr().add(i) };
+        // SAFETY: that owner is either the current one, or one that `replace` unpublished
+        // while the read-side section `'g` was already running: `replace` stores the new
+        // address before it swaps owners, and waits for a grace period before it gives the old
+        // owner (and its page mapping) up, which cannot end while the section lives. The word
+        // is aligned (an element of `words32`) and only ever accessed atomically.
+        Some(unsafe { &*word })
+    }
+}
+
 impl<T: WindowOwner, const N: usize> RcuWindow<T, N> {
     /// A window owned by `value` (none if its words do not fit in its page).
     pub(crate) fn new(value: Arc<T>) -> Self {
@@ -658,27 +685,16 @@ impl<T: WindowOwner, const N: usize> RcuWindow<T, N> {
         }
     }
 
-    /// Word `i` of the window (`None` if `i >= N` or there is no window).
+    /// The current window, usable for as long as the read-side section lasts (`None` if
+    /// there is none). One acquire load; every word of the view comes from that one load.
     #[inline(always)]
-    pub(crate) fn word<'g>(&'g self, _guard: &'g RcuGuard, i: usize) -> Option<&'g AtomicU32> {
-        if i >= N {
-            return None;
-        }
+    pub(crate) fn view<'g>(&'g self, _guard: &'g RcuGuard) -> Option<WindowView<'g, N>> {
         // Acquire pairs with the release in `replace`.
-        let first = self.first.load(Ordering::Acquire);
-        if first.is_null() {
-            return None;
-        }
-        // SAFETY: a non-null `first` was computed by `window_start` from the page of an owner
-        // that this window published, with words `first .. first + N` inside that page, so
-        // `first + i` (i < N) stays in the same allocation.
-        let word = unsafe { first.add(i) };
-        // SAFETY: that owner is either the current one, or one that `replace` unpublished
-        // while this read-side section was already running: `replace` stores the new address
-        // before it swaps owners, and waits for a grace period before it gives the old owner
-        // (and its page mapping) up, which cannot end while `_guard` lives. The word is
-        // aligned (an element of `words32`) and only ever accessed atomically.
-        Some(unsafe { &*word })
+        let first = NonNull::new(self.first.load(Ordering::Acquire))?;
+        Some(WindowView {
+            first,
+            _section: PhantomData,
+        })
     }
 
     /// The owner, for slow paths (see [`RcuArc::load_arc`]).

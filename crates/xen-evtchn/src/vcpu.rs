@@ -3,7 +3,7 @@
 use xen_evtchn_abi::{DomId, NR_VIRQS, TwoLevelLayout};
 
 use crate::bitops;
-use crate::guest_memory::{GuestPage, RcuWindow, WindowOwner};
+use crate::guest_memory::{GuestPage, RcuWindow, WindowOwner, WindowView};
 use crate::host::UpcallSink;
 use crate::sync::rcu::RcuGuard;
 use crate::sync::{Arc, AtomicU32};
@@ -83,7 +83,14 @@ impl Vcpu {
     /// 0 → 1 edge is the VMM asked to deliver the upcall.
     #[inline]
     pub(crate) fn mark_events_pending(&self, guard: &RcuGuard) {
-        if let Some(word) = self.vcpu_info.word(guard, self.upcall_word) {
+        if let Some(info) = self.vcpu_info.view(guard) {
+            self.mark_events_pending_in(&info);
+        }
+    }
+
+    #[inline(always)]
+    fn mark_events_pending_in(&self, info: &WindowView<'_, VCPU_INFO_WINDOW>) {
+        if let Some(word) = info.word(self.upcall_word) {
             if !bitops::test_and_set(word, self.upcall_bit) {
                 self.upcall.upcall(self.domid, self.id);
             }
@@ -91,17 +98,18 @@ impl Vcpu {
     }
 
     /// The 2-level notification: test-and-set selector bit `selector` of
-    /// `evtchn_pending_sel` and, if it was clear, mark events pending.
+    /// `evtchn_pending_sel` and, if it was clear, mark events pending (both in the same
+    /// `vcpu_info`, found with one load).
     #[inline]
     pub(crate) fn notify_selector(&self, selector: u32, guard: &RcuGuard) {
-        let Some(word) = self
-            .vcpu_info
-            .word(guard, self.pending_sel + (selector / 32) as usize)
-        else {
+        let Some(info) = self.vcpu_info.view(guard) else {
+            return;
+        };
+        let Some(word) = info.word(self.pending_sel + (selector / 32) as usize) else {
             return;
         };
         if !bitops::test_and_set(word, selector) {
-            self.mark_events_pending(guard);
+            self.mark_events_pending_in(&info);
         }
     }
 }

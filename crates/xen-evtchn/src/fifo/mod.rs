@@ -278,6 +278,7 @@ impl Fifo {
             }
         };
         let same = std::ptr::eq(q, old_q);
+        let priority = pq.priority();
         let raised = event_word::raise(word);
         if !raised.must_link {
             unlock_pair(q, tail, old_q, old_tail);
@@ -293,7 +294,6 @@ impl Fifo {
             if old_tail == port {
                 old_tail = 0;
             }
-            let priority = pq.priority();
             Self::update_queue(slot, |q| q.with_last(vcpu.id, priority));
             old_q.unlock(old_tail);
         }
@@ -301,7 +301,6 @@ impl Fifo {
             Some(tail_word) => event_word::set_link(tail_word, port),
             None => Link::NotLinked,
         };
-        let priority = pq.priority();
         if link == Link::NotLinked {
             control.set_head(priority, port);
         } else if link == Link::GaveUp {
