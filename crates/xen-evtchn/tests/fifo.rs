@@ -845,7 +845,9 @@ fn reset_returns_to_two_level_and_fifo_can_be_set_up_again() {
         "reset frees the FIFO set-up"
     );
     assert_eq!(ec.fifo_counters(D).unwrap(), None);
-    assert_eq!(ec.fifo_counters(D).unwrap(), None);
+    // A domain that does not exist: ESRCH from both host queries.
+    assert_eq!(errno(ec.fifo_frames(0x7000)), Errno::ESRCH);
+    assert_eq!(errno(ec.fifo_counters(0x7000)), Errno::ESRCH);
     // The reset closed the ports while still FIFO: each close cleared PENDING and nothing
     // else (no unlink; the guest's words keep their queues).
     let hm = GuestFifoMemory::of(ec, &mem, D, 2, 1);
