@@ -25,7 +25,8 @@ pub(crate) fn test_and_clear(word: &AtomicU32, bit: u32) -> bool {
 /// Whether bit `bit % 32` of `word` is set (a sequentially consistent load).
 #[inline(always)]
 pub(crate) fn test(word: &AtomicU32, bit: u32) -> bool {
-    word.load(Ordering::SeqCst) & (1u32 << (bit % 32)) != 0
+    // Shift-and-mask form: a register `bt`, no mask to build.
+    (word.load(Ordering::SeqCst) >> (bit % 32)) & 1 != 0
 }
 
 #[cfg(test)]

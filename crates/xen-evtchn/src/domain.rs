@@ -228,7 +228,7 @@ impl Domain {
     }
 
     /// Raises `port` (a usable port of this domain) on its notify VCPU.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn raise(&self, port: EvtchnPort, slot: &PortSlot, guard: &RcuGuard) {
         let state = slot.load();
         if !state.is_usable() {

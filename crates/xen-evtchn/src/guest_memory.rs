@@ -657,22 +657,29 @@ pub(crate) struct WindowView<'g, const N: usize> {
 }
 
 impl<'g, const N: usize> WindowView<'g, N> {
-    /// Word `i` of the window (`None` if `i >= N`).
+    /// Word `i % N` of the window, without a branch: for indexes the host derived from its
+    /// own configuration and knows to be below `N` (checked in debug builds). A wrong index
+    /// still stays inside the window.
     #[inline(always)]
-    pub(crate) fn word(&self, i: usize) -> Option<&'g AtomicU32> {
-        if i >= N {
-            return None;
-        }
+    pub(crate) fn word(&self, i: usize) -> &'g AtomicU32 {
+        debug_assert!(i < N, "window index {i} out of 0..{N}");
+        self.word_at(i % N)
+    }
+
+    #[inline(always)]
+    fn word_at(&self, i: usize) -> &'g AtomicU32 {
+        debug_assert!(i < N);
         // SAFETY: `first` was computed by `window_start` from the page of an owner that the
         // window published, with words `first .. first + N` inside that page, so `first + i`
-        // (i < N) stays in the same allocation.
+        // (i < N: `word` reduces it modulo N) stays in the same
+        // allocation.
         let word = unsafe { self.first.as_ptr().add(i) };
         // SAFETY: that owner is either the current one, or one that `replace` unpublished
         // while the read-side section `'g` was already running: `replace` stores the new
         // address before it swaps owners, and waits for a grace period before it gives the old
         // owner (and its page mapping) up, which cannot end while the section lives. The word
         // is aligned (an element of `words32`) and only ever accessed atomically.
-        Some(unsafe { &*word })
+        unsafe { &*word }
     }
 }
 

@@ -20,7 +20,7 @@ use xen_evtchn_abi::{EvtchnPort, TwoLevelLayout};
 
 use crate::backend::EvtchnPortOps;
 use crate::bitops;
-use crate::guest_memory::GuestPage;
+use crate::guest_memory::{GuestPage, PAGE_SIZE};
 use crate::port::PortSlot;
 use crate::sync::AtomicU32;
 use crate::sync::rcu::RcuGuard;
@@ -41,6 +41,10 @@ pub(crate) struct TwoLevel {
 
 impl TwoLevel {
     pub(crate) fn new(shared_info: GuestPage, layout: TwoLevelLayout) -> Self {
+        // The layouts are the ABI crate's constants (`TwoLevelLayout` is non-exhaustive):
+        // both bitmaps lie inside the page, which `word` relies on.
+        debug_assert!(layout.evtchn_pending_offset + layout.nr_channels as usize / 8 <= PAGE_SIZE);
+        debug_assert!(layout.evtchn_mask_offset + layout.nr_channels as usize / 8 <= PAGE_SIZE);
         TwoLevel {
             shared_info,
             nr_channels: layout.nr_channels,
@@ -57,7 +61,10 @@ impl TwoLevel {
         if port >= self.nr_channels {
             return None;
         }
-        self.shared_info.words32().get(base + (port / 32) as usize)
+        // The bitmap of `nr_channels` bits lies inside the page (`new`), so the index is
+        // below the page's word count already; the wrap only spares the bounds check.
+        let words = self.shared_info.words32();
+        Some(&words[(base + (port / 32) as usize) % words.len()])
     }
 
     /// The pending and mask words of `port`.
@@ -85,7 +92,7 @@ impl EvtchnPortOps for TwoLevel {
         self.nr_channels
     }
 
-    #[inline]
+    #[inline(always)]
     fn set_pending(&self, vcpu: &Vcpu, port: EvtchnPort, _slot: &PortSlot, guard: &RcuGuard) {
         let Some((pending, mask)) = self.words(port) else {
             return;

@@ -90,24 +90,22 @@ impl Vcpu {
 
     #[inline(always)]
     fn mark_events_pending_in(&self, info: &WindowView<'_, VCPU_INFO_WINDOW>) {
-        if let Some(word) = info.word(self.upcall_word) {
-            if !bitops::test_and_set(word, self.upcall_bit) {
-                self.upcall.upcall(self.domid, self.id);
-            }
+        // `upcall_word` comes from the layout (word 0 on every layout).
+        if !bitops::test_and_set(info.word(self.upcall_word), self.upcall_bit) {
+            self.upcall.upcall(self.domid, self.id);
         }
     }
 
-    /// The 2-level notification: test-and-set selector bit `selector` of
-    /// `evtchn_pending_sel` and, if it was clear, mark events pending (both in the same
-    /// `vcpu_info`, found with one load).
-    #[inline]
+    /// The 2-level notification: test-and-set selector bit `selector` (below 64, from a port
+    /// the layout addresses) of `evtchn_pending_sel` and, if it was clear, mark events pending
+    /// (both in the same `vcpu_info`, found with one load).
+    #[inline(always)]
     pub(crate) fn notify_selector(&self, selector: u32, guard: &RcuGuard) {
         let Some(info) = self.vcpu_info.view(guard) else {
             return;
         };
-        let Some(word) = info.word(self.pending_sel + (selector / 32) as usize) else {
-            return;
-        };
+        // `pending_sel` is word 1 or 2 and `selector / 32` at most 1: inside the window.
+        let word = info.word(self.pending_sel + (selector / 32) as usize);
         if !bitops::test_and_set(word, selector) {
             self.mark_events_pending_in(&info);
         }

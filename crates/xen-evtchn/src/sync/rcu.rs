@@ -6,11 +6,14 @@
 //! change has completed. This module gives the writers a way to wait for every reader that may
 //! still see the old state, while readers do no read-modify-write at all:
 //!
-//! * each thread owns a [`Slot`] (cache-padded, found through a thread-local); entering a
-//!   read-side section stores an odd value into it, leaving stores the next even value;
+//! * each thread owns a [`Slot`] (cache-padded, found through a thread-local) holding a
+//!   nesting depth (low 32 bits) and a generation (high 32 bits); entering a read-side section
+//!   adds one to the depth, leaving subtracts one and, when the outermost section ends, adds
+//!   one to the generation. Both are a plain load and store of the thread's own word;
 //! * a writer publishes its change, runs a *heavy* process-wide barrier (Linux
 //!   `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which makes every running thread execute a
-//!   full fence), then waits until every slot that was odd has moved on.
+//!   full fence), then waits until every slot that had a non-zero depth has a new
+//!   generation.
 //!
 //! The heavy barrier pairs with the reader's compiler-only *light* barrier: either the reader's
 //! "odd" store is visible to the writer's scan (so the writer waits for it), or the reader's
@@ -46,7 +49,8 @@ use super::{AtomicBool, AtomicU64, Backoff, CachePadded, Mutex, Ordering};
 #[cfg(xen_evtchn_shuttle)]
 use shuttle::thread_local;
 
-/// One thread's read-side counter: odd while the thread is inside a read-side section.
+/// One thread's read-side word: `generation << 32 | depth`, depth non-zero while the thread
+/// is inside a read-side section.
 #[derive(Debug)]
 struct Slot {
     ctr: CachePadded<AtomicU64>,
@@ -95,7 +99,7 @@ impl SlotOwner {
 
 impl Drop for SlotOwner {
     fn drop(&mut self) {
-        // The thread is exiting, outside any section (its counter is even): hand the slot to
+        // The thread is exiting, outside any section (its depth is 0): hand the slot to
         // a future thread.
         let _registry = REGISTRY.lock();
         // `try_with`: std never destroys `SLOT` (no destructor), shuttle destroys a thread's
@@ -106,11 +110,21 @@ impl Drop for SlotOwner {
     }
 }
 
+/// One read-side section more, in a slot word.
+const DEPTH_ONE: u64 = 1;
+/// One generation more, in a slot word.
+const GENERATION_ONE: u64 = 1 << 32;
+
+/// The nesting depth held in a slot word.
+#[inline(always)]
+fn depth(word: u64) -> u32 {
+    word as u32
+}
+
 thread_local! {
-    /// Fast path: the thread's slot and nesting depth, const-initialised (no lazy-init check,
-    /// no destructor), so reaching them is one thread-local load.
+    /// Fast path: the thread's slot, const-initialised (no lazy-init check, no destructor),
+    /// so reaching it is one thread-local load.
     static SLOT: Cell<Option<&'static Slot>> = const { Cell::new(None) };
-    static NESTING: Cell<u32> = const { Cell::new(0) };
     /// Slow path: created once per thread, gives the slot back when the thread exits.
     static OWNER: SlotOwner = SlotOwner::register();
 }
@@ -199,12 +213,25 @@ fn init_mode() -> BarrierMode {
     chosen
 }
 
+/// The reader's side of the barrier: nothing but a compiler fence once the expedited
+/// membarrier is known to work; a full fence otherwise (and until the mode is chosen, which is
+/// correct with either writer side).
 #[inline(always)]
 fn light_barrier() {
-    match mode() {
-        BarrierMode::Expedited => std::sync::atomic::compiler_fence(Ordering::SeqCst),
-        BarrierMode::Fence => std::sync::atomic::fence(Ordering::SeqCst),
+    #[cfg(not(xen_evtchn_shuttle))]
+    if MODE.load(Ordering::Relaxed) == MODE_EXPEDITED {
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        return;
     }
+    light_barrier_slow();
+}
+
+#[cold]
+#[inline(never)]
+fn light_barrier_slow() {
+    // Chooses the mode on first use; a full fence is right whatever it turns out to be.
+    let _ = mode();
+    std::sync::atomic::fence(Ordering::SeqCst);
 }
 
 fn heavy_barrier() {
@@ -231,32 +258,30 @@ fn heavy_barrier() {
 /// Not `Send`: the section belongs to the thread that opened it.
 #[derive(Debug)]
 pub(crate) struct RcuGuard {
-    fallback: bool,
+    /// The thread's slot, or None for a reader counted in `FALLBACK_READERS`.
+    slot: Option<&'static Slot>,
     _not_send: PhantomData<*const ()>,
 }
 
-/// Opens a read-side section. Costs two plain stores and a compiler fence when the expedited
-/// barrier is available.
+/// Opens a read-side section: a load and a store of the thread's own slot word, and a
+/// compiler fence when the expedited barrier is available.
 #[inline]
 pub(crate) fn read() -> RcuGuard {
     let Some(slot) = local_slot() else {
         FALLBACK_READERS.fetch_add(1, Ordering::SeqCst);
         return RcuGuard {
-            fallback: true,
+            slot: None,
             _not_send: PhantomData,
         };
     };
-    let n = NESTING.with(Cell::get);
-    if n == 0 {
-        let c = slot.ctr.load(Ordering::Relaxed);
-        slot.ctr.store(c.wrapping_add(1), Ordering::Relaxed);
-        // Orders the store above before every load of the section (paired with the writer's
-        // heavy barrier).
-        light_barrier();
-    }
-    NESTING.with(|c| c.set(n + 1));
+    let word = slot.ctr.load(Ordering::Relaxed);
+    slot.ctr
+        .store(word.wrapping_add(DEPTH_ONE), Ordering::Relaxed);
+    // Orders the store above before every load of the section (paired with the writer's heavy
+    // barrier). Nested sections need not, but a test costs as much as the fence.
+    light_barrier();
     RcuGuard {
-        fallback: false,
+        slot: Some(slot),
         _not_send: PhantomData,
     }
 }
@@ -264,26 +289,28 @@ pub(crate) fn read() -> RcuGuard {
 impl Drop for RcuGuard {
     #[inline]
     fn drop(&mut self) {
-        if self.fallback {
+        let Some(slot) = self.slot else {
             FALLBACK_READERS.fetch_sub(1, Ordering::SeqCst);
             return;
-        }
-        let n = NESTING.with(Cell::get) - 1;
-        NESTING.with(|c| c.set(n));
-        if n == 0 {
-            if let Some(slot) = SLOT.with(Cell::get) {
-                let c = slot.ctr.load(Ordering::Relaxed);
-                // Release: every load and store of the section happens before the writer
-                // observes that the section is over.
-                slot.ctr.store(c.wrapping_add(1), Ordering::Release);
-            }
-        }
+        };
+        let word = slot.ctr.load(Ordering::Relaxed);
+        // The outermost section ends: depth 1 → 0 and the next generation, in one store.
+        let outermost = u64::from(depth(word) == 1) * GENERATION_ONE;
+        // Release: every load and store of the section happens before the writer observes
+        // that the section is over.
+        slot.ctr.store(
+            word.wrapping_sub(DEPTH_ONE).wrapping_add(outermost),
+            Ordering::Release,
+        );
     }
 }
 
 /// True while the calling thread is inside a read-side section.
 pub(crate) fn in_read_section() -> bool {
-    NESTING.with(Cell::get) > 0
+    SLOT.try_with(Cell::get)
+        .ok()
+        .flatten()
+        .is_some_and(|slot| depth(slot.ctr.load(Ordering::Relaxed)) != 0)
 }
 
 /// Waits until every read-side section that might have observed state published before this
@@ -297,18 +324,20 @@ pub(crate) fn synchronize() {
         "rcu::synchronize called inside a read-side section"
     );
     heavy_barrier();
-    // Snapshot the slots that are inside a section now; wait for each to move on.
+    // Snapshot the slots that are inside a section now; wait for each to reach a new
+    // generation (its outermost section ended). Should the generation wrap around to the very
+    // value seen, the wait only lasts until the next section ends.
     let busy: Vec<(&'static Slot, u64)> = REGISTRY
         .lock()
         .iter()
         .filter_map(|s| {
             let c = s.ctr.load(Ordering::Acquire);
-            (c & 1 == 1).then_some((*s, c))
+            (depth(c) != 0).then_some((*s, c >> 32))
         })
         .collect();
-    for (slot, seen) in busy {
+    for (slot, generation) in busy {
         let backoff = Backoff::new();
-        while slot.ctr.load(Ordering::Acquire) == seen {
+        while slot.ctr.load(Ordering::Acquire) >> 32 == generation {
             if backoff.is_completed() {
                 std::thread::yield_now();
             } else {
@@ -374,6 +403,46 @@ mod tests {
             "synchronize returned while a section that began before it was still open"
         );
         reader.join().unwrap();
+    }
+
+    #[test]
+    fn synchronize_waits_for_the_outer_section_after_an_inner_one_ended() {
+        let phase = Arc::new(AtomicUsize::new(0));
+        let p = phase.clone();
+        let reader = std::thread::spawn(move || {
+            let outer = read();
+            drop(read());
+            p.store(1, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            drop(read());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            p.store(2, Ordering::SeqCst);
+            drop(outer);
+        });
+        while phase.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        synchronize();
+        assert_eq!(
+            phase.load(Ordering::SeqCst),
+            2,
+            "an inner section's end let synchronize return while the outer one was open"
+        );
+        reader.join().unwrap();
+    }
+
+    #[test]
+    fn slot_word_counts_depth_and_generations() {
+        let slot = local_slot().unwrap();
+        let before = slot.ctr.load(Ordering::Relaxed);
+        assert_eq!(depth(before), 0);
+        let a = read();
+        let b = read();
+        assert_eq!(slot.ctr.load(Ordering::Relaxed), before + 2);
+        drop(b);
+        assert_eq!(slot.ctr.load(Ordering::Relaxed), before + 1);
+        drop(a);
+        assert_eq!(slot.ctr.load(Ordering::Relaxed), before + GENERATION_ONE);
     }
 
     #[test]
