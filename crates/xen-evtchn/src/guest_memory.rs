@@ -720,9 +720,95 @@ impl<T: WindowOwner, const N: usize> RcuWindow<T, N> {
     }
 }
 
+/// Up to `N` guest pages, added one at a time and never removed while the array lives, whose
+/// words readers reach with **one** load: the address of each page's first word, published
+/// once the page is owned by the array.
+///
+/// The FIFO event array uses it: finding a port's event word costs a bounds test and one
+/// acquire load, where an array of `OnceLock<GuestPage>` costs the lock's state, then the
+/// page's base, and a count of covered ports besides.
+pub(crate) struct PageArray<const N: usize> {
+    /// Address of word 0 of page `i`; null until page `i` is added.
+    first: [AtomicPtr<AtomicU32>; N],
+    /// Owns the pages, so they stay mapped as long as the array (and so any borrow of it).
+    pages: [std::sync::OnceLock<GuestPage>; N],
+}
+
+impl<const N: usize> fmt::Debug for PageArray<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let present = self.pages.iter().filter(|p| p.get().is_some()).count();
+        f.debug_struct("PageArray")
+            .field("pages", &present)
+            .field("capacity", &N)
+            .finish()
+    }
+}
+
+/// 32-bit words per page.
+const WORDS_PER_PAGE: usize = PAGE_SIZE / 4;
+
+impl<const N: usize> PageArray<N> {
+    /// An array with no page.
+    pub(crate) fn new() -> Self {
+        PageArray {
+            first: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+            pages: std::array::from_fn(|_| std::sync::OnceLock::new()),
+        }
+    }
+
+    /// Adds `page` as page `index`; gives it back if the index is out of range or taken.
+    /// Its words are visible to [`word`](Self::word) once this returns (and possibly a
+    /// moment before: callers that pair the publication with a fence issue it afterwards).
+    pub(crate) fn add(&self, index: usize, page: GuestPage) -> Result<(), GuestPage> {
+        let Some(cell) = self.pages.get(index) else {
+            return Err(page);
+        };
+        cell.set(page)?;
+        if let (Some(page), Some(first)) = (cell.get(), self.first.get(index)) {
+            let word0 = ptr::from_ref(&page.words32()[0]).cast_mut();
+            // Release: whoever loads the address also sees the page owned by `pages`.
+            first.store(word0, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Word `word % 1024` of page `word / 1024`, if that page was added.
+    #[inline(always)]
+    pub(crate) fn word(&self, word: u32) -> Option<&AtomicU32> {
+        let first = self.first.get(word as usize / WORDS_PER_PAGE)?;
+        let first = NonNull::new(first.load(Ordering::Acquire))?;
+        // SAFETY: a non-null address was stored by `add`: word 0 of the 1024 words of a page
+        // that `pages` owns, so word `word % 1024` is inside that same page.
+        let word = unsafe { first.as_ptr().add(word as usize % WORDS_PER_PAGE) };
+        // SAFETY: the page was moved into `pages` before its address was published, and stays
+        // there, mapped, until the array is dropped, which cannot happen while `&self` is
+        // borrowed. The word is aligned (an element of `words32`), and guest words are only
+        // ever accessed atomically.
+        Some(unsafe { &*word })
+    }
+}
+
 #[cfg(all(test, not(xen_evtchn_shuttle)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn page_array_finds_words_of_added_pages_only() {
+        let a = PageArray::<3>::new();
+        assert!(a.word(0).is_none());
+        let p1 = GuestPage::new_zeroed();
+        assert!(a.add(1, p1.clone()).is_ok());
+        assert!(a.word(1023).is_none(), "page 0 was not added");
+        a.word(1024 + 7).unwrap().store(9, Ordering::SeqCst);
+        assert_eq!(p1.words32()[7].load(Ordering::SeqCst), 9);
+        assert!(a.add(1, GuestPage::new_zeroed()).is_err(), "index taken");
+        assert!(
+            a.add(3, GuestPage::new_zeroed()).is_err(),
+            "index out of range"
+        );
+        assert!(a.word(3 * 1024).is_none());
+        assert!(a.word(u32::MAX).is_none());
+    }
 
     #[test]
     fn accessors_reject_out_of_bounds_and_misaligned_offsets() {

@@ -1,17 +1,15 @@
 //! The event array: the guest pages of 32-bit event words, one word per port.
 //!
 //! Pages are added one at a time by `EVTCHNOP_expand_array` (page `i` holds ports
-//! `1024 * i .. 1024 * i + 1024`) and never removed while the FIFO state lives. A page is
-//! published before the count of covered ports grows past it (release/acquire), so a reader
-//! that sees a port below [`EventArray::ports`] always finds its page. Lookups take no lock.
-
-use std::sync::OnceLock;
+//! `1024 * i .. 1024 * i + 1024`) and never removed while the FIFO state lives. A lookup takes
+//! no lock: one acquire load of the page's published address ([`PageArray`]). The count of
+//! covered ports grows after each page is published.
 
 use xen_evtchn_abi::{
     EVTCHN_FIFO_EVENT_WORDS_PER_PAGE, EVTCHN_FIFO_MAX_EVENT_ARRAY_PAGES, EvtchnPort,
 };
 
-use crate::guest_memory::GuestPage;
+use crate::guest_memory::{GuestPage, PageArray};
 use crate::sync::{AtomicU32, Ordering};
 
 const WORDS_PER_PAGE: u32 = EVTCHN_FIFO_EVENT_WORDS_PER_PAGE;
@@ -27,9 +25,11 @@ pub(crate) enum AddPageError {
 /// A domain's event array.
 #[derive(Debug)]
 pub(crate) struct EventArray {
-    /// Inline (not boxed): one dependent load fewer on every send.
-    pages: [OnceLock<GuestPage>; MAX_PAGES],
-    /// Ports covered by the pages present (Xen's `num_evtchns`): a multiple of 1024.
+    /// Inline (not boxed): one dependent load fewer on every send. A port's word is one
+    /// acquire load away ([`PageArray`]).
+    pages: PageArray<MAX_PAGES>,
+    /// Ports covered by the pages present (Xen's `num_evtchns`): a multiple of 1024. Grows
+    /// after each page is published.
     ports: AtomicU32,
 }
 
@@ -37,7 +37,7 @@ impl EventArray {
     /// An array with no pages.
     pub(crate) fn new() -> Self {
         EventArray {
-            pages: std::array::from_fn(|_| OnceLock::new()),
+            pages: PageArray::new(),
             ports: AtomicU32::new(0),
         }
     }
@@ -51,26 +51,20 @@ impl EventArray {
     /// The event word of `port`, if its page is present.
     #[inline(always)]
     pub(crate) fn word(&self, port: EvtchnPort) -> Option<&AtomicU32> {
-        if port >= self.ports() {
-            return None;
-        }
-        self.pages
-            .get((port / WORDS_PER_PAGE) as usize)?
-            .get()?
-            .words32()
-            .get((port % WORDS_PER_PAGE) as usize)
+        self.pages.word(port)
     }
 
     /// Appends `page`; returns the range of ports it covers. Callers serialise (event lock).
+    /// The page's words are published (visible to [`word`](Self::word)) when this returns.
     pub(crate) fn add_page(
         &self,
         page: GuestPage,
     ) -> Result<std::ops::Range<EvtchnPort>, AddPageError> {
         let first = self.ports.load(Ordering::Relaxed);
-        let slot = (first / WORDS_PER_PAGE) as usize;
-        let cell = self.pages.get(slot).ok_or(AddPageError::Full)?;
-        cell.set(page).map_err(|_| AddPageError::Full)?;
-        // Release: the page is visible to whoever sees the new count.
+        let index = (first / WORDS_PER_PAGE) as usize;
+        self.pages
+            .add(index, page)
+            .map_err(|_| AddPageError::Full)?;
         self.ports.store(first + WORDS_PER_PAGE, Ordering::Release);
         Ok(first..first + WORDS_PER_PAGE)
     }

@@ -111,7 +111,7 @@ fn try_set_link(word: &AtomicU32, cur: u32, port: EvtchnPort) -> Result<Link, u3
 /// Appends `port` after the old tail whose word is `tail`: sets the tail's LINK if the tail is
 /// still LINKED, atomically with that test. One attempt, then BUSY (which keeps a well-behaved
 /// guest from unmasking the word) and at most [`LINK_RETRIES`] more, as Xen does.
-#[inline]
+#[inline(always)]
 pub(crate) fn set_link(tail: &AtomicU32, port: EvtchnPort) -> Link {
     if let Ok(link) = try_set_link(tail, tail.load(Ordering::Relaxed), port) {
         return link;

@@ -243,8 +243,10 @@ impl Fifo {
     }
 
     /// Links `port` (unmasked, not linked: the fast path refused it) onto its queue: step 4 of
-    /// the module documentation.
-    #[inline]
+    /// the module documentation. The common case, an event linked again on the queue it was
+    /// last linked on, locks that one queue here; a move to another queue (or a queue change
+    /// racing this send) goes through [`Fifo::link_moving`].
+    #[inline(always)]
     fn link(
         &self,
         target: Target<'_>,
@@ -253,13 +255,42 @@ impl Fifo {
         slot: &PortSlot,
         guard: &RcuGuard,
     ) {
-        let Target {
-            vcpu,
-            queues: fv,
-            control,
-        } = target;
-        let mut tries = 0;
-        let (pq, q, old_q, mut tail, mut old_tail) = loop {
+        let pq = PortQueue(slot.fifo_queue.load(Ordering::Acquire));
+        if pq.last_is_current(target.vcpu.id) {
+            let priority = pq.priority();
+            let q: &Queue = &target.queues.queues[priority as usize];
+            let tail = q.lock();
+            if slot.fifo_queue.load(Ordering::Acquire) == pq.0 {
+                self.append(target, priority, q, tail, port, word, guard);
+                return;
+            }
+            q.unlock(tail);
+            self.link_moving(target, port, word, slot, guard, 1);
+        } else {
+            self.link_moving(target, port, word, slot, guard, 0);
+        }
+    }
+
+    /// [`Fifo::link`] when the port's queue is not the one it was last linked on, or changed
+    /// under the sender: locks both queues (in address order), with at most [`LOCK_TRIES`]
+    /// tries in all (`tries` were spent already).
+    #[cold]
+    #[inline(never)]
+    fn link_moving(
+        &self,
+        target: Target<'_>,
+        port: EvtchnPort,
+        word: &AtomicU32,
+        slot: &PortSlot,
+        guard: &RcuGuard,
+        mut tries: u32,
+    ) {
+        let fv = target.queues;
+        let (pq, q, old_q, tail, mut old_tail) = loop {
+            if tries == LOCK_TRIES {
+                bump(&self.counters.dropped_queue_changes);
+                return;
+            }
             let pq = PortQueue(slot.fifo_queue.load(Ordering::Acquire));
             let q: &Queue = &fv.queues[pq.priority() as usize];
             let old_q: &Queue = self
@@ -272,43 +303,76 @@ impl Fifo {
             }
             unlock_pair(q, tail, old_q, old_tail);
             tries += 1;
-            if tries == LOCK_TRIES {
-                bump(&self.counters.dropped_queue_changes);
-                return;
-            }
         };
-        let same = std::ptr::eq(q, old_q);
         let priority = pq.priority();
-        let raised = event_word::raise(word);
-        if !raised.must_link {
+        if std::ptr::eq(q, old_q) {
+            self.append(target, priority, q, tail, port, word, guard);
+            return;
+        }
+        if !event_word::raise(word).must_link {
             unlock_pair(q, tail, old_q, old_tail);
             return;
         }
-        // The port was the old queue's tail and the guest has consumed it since: that queue is
-        // empty now, and must not link its next event through this word.
-        if same {
-            if tail == port {
-                tail = 0;
-            }
-        } else {
-            if old_tail == port {
-                old_tail = 0;
-            }
-            Self::update_queue(slot, |q| q.with_last(vcpu.id, priority));
-            old_q.unlock(old_tail);
+        // The event leaves its old queue: if it was that queue's tail, the guest has consumed
+        // it since (it was unlinked), so that queue is empty now and must not link its next
+        // event through this word.
+        if old_tail == port {
+            old_tail = 0;
         }
+        Self::update_queue(slot, |q| q.with_last(target.vcpu.id, priority));
+        old_q.unlock(old_tail);
+        self.append_raised(target, priority, q, tail, port, guard);
+    }
+
+    /// Under `q`'s lock (its tail is `tail`): raises `word` and, if the event must be linked,
+    /// appends it to `q`; unlocks `q`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn append(
+        &self,
+        target: Target<'_>,
+        priority: u32,
+        q: &Queue,
+        tail: EvtchnPort,
+        port: EvtchnPort,
+        word: &AtomicU32,
+        guard: &RcuGuard,
+    ) {
+        if !event_word::raise(word).must_link {
+            q.unlock(tail);
+            return;
+        }
+        // The port was this queue's tail and the guest has consumed it since: the queue is
+        // empty, and must not link the event through its own word.
+        let tail = if tail == port { 0 } else { tail };
+        self.append_raised(target, priority, q, tail, port, guard);
+    }
+
+    /// Under `q`'s lock, for an event just marked LINKED: appends it after `tail` (0: none)
+    /// or makes it the head, unlocks `q` with the event as its tail, and raises READY (and
+    /// the upcall) if it started a new list.
+    #[inline(always)]
+    fn append_raised(
+        &self,
+        target: Target<'_>,
+        priority: u32,
+        q: &Queue,
+        tail: EvtchnPort,
+        port: EvtchnPort,
+        guard: &RcuGuard,
+    ) {
         let link = match (tail != 0).then(|| self.array.word(tail)).flatten() {
             Some(tail_word) => event_word::set_link(tail_word, port),
             None => Link::NotLinked,
         };
         if link == Link::NotLinked {
-            control.set_head(priority, port);
+            target.control.set_head(priority, port);
         } else if link == Link::GaveUp {
             bump(&self.counters.link_gave_up);
         }
         q.unlock(port);
-        if link == Link::NotLinked && !control.test_and_set_ready(priority) {
-            vcpu.mark_events_pending(guard);
+        if link == Link::NotLinked && !target.control.test_and_set_ready(priority) {
+            target.vcpu.mark_events_pending(guard);
         }
     }
 }
@@ -354,7 +418,7 @@ impl EvtchnPortOps for Fifo {
         EVTCHN_FIFO_NR_CHANNELS
     }
 
-    #[inline]
+    #[inline(always)]
     fn set_pending(&self, vcpu: &Vcpu, port: EvtchnPort, slot: &PortSlot, guard: &RcuGuard) {
         let Some(word) = self
             .array

@@ -105,6 +105,13 @@ impl PortQueue {
         PortQueue((self.0 & !0xF) | (priority & 0xF))
     }
 
+    /// Whether the last queue is (`vcpu`, this port's priority): the event would be linked on
+    /// the queue it was last linked on, so only that one queue need be locked.
+    #[inline(always)]
+    pub(crate) const fn last_is_current(self, vcpu: u32) -> bool {
+        self.0 >> 4 == ((vcpu & 0x1FFF) << 4) | self.priority()
+    }
+
     /// The same with another last queue.
     pub(crate) const fn with_last(self, vcpu: u32, priority: u32) -> Self {
         PortQueue((self.0 & 0xF) | ((priority & 0xF) << 4) | ((vcpu & 0x1FFF) << 8))
@@ -130,6 +137,16 @@ mod tests {
         );
         let q = q.with_last(3, 0);
         assert_eq!((q.priority(), q.last_vcpu(), q.last_priority()), (2, 3, 0));
+    }
+
+    #[test]
+    fn last_is_current_compares_vcpu_and_priority() {
+        let q = PortQueue(0).with_priority(5).with_last(3, 5);
+        assert!(q.last_is_current(3));
+        assert!(!q.last_is_current(2));
+        assert!(!q.with_priority(4).last_is_current(3));
+        assert!(!q.with_last(3, 4).last_is_current(3));
+        assert!(PortQueue(0).last_is_current(0));
     }
 
     #[test]
