@@ -8,15 +8,16 @@
 //!
 //! * each thread owns a [`Slot`] (cache-padded, found through a thread-local) holding a
 //!   nesting depth (low 32 bits) and a generation (high 32 bits); entering a read-side section
-//!   adds one to the depth, leaving subtracts one and, when the outermost section ends, adds
-//!   one to the generation. Both are a plain load and store of the thread's own word;
+//!   adds one to the depth (a plain load and store of the thread's own word), leaving stores
+//!   the word back as the section found it, with the next generation when the outermost
+//!   section ends (one store: sections end in reverse order);
 //! * a writer publishes its change, runs a *heavy* process-wide barrier (Linux
 //!   `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which makes every running thread execute a
 //!   full fence), then waits until every slot that had a non-zero depth has a new
 //!   generation.
 //!
 //! The heavy barrier pairs with the reader's compiler-only *light* barrier: either the reader's
-//! "odd" store is visible to the writer's scan (so the writer waits for it), or the reader's
+//! depth store is visible to the writer's scan (so the writer waits for it), or the reader's
 //! later loads see the writer's change. Where the expedited membarrier is not available (other
 //! operating systems, old kernels, seccomp), both sides fall back to `fence(SeqCst)`, which is
 //! the classic symmetric Dekker pattern: correct, only slower for readers.
@@ -255,11 +256,16 @@ fn heavy_barrier() {
 /// A read-side critical section. While it is alive, nothing published through an
 /// [`RcuArc`](crate::guest_memory::RcuArc) that this thread can reach is freed.
 ///
-/// Not `Send`: the section belongs to the thread that opened it.
+/// Not `Send`: the section belongs to the thread that opened it. Sections end in the reverse
+/// order of their start (as scoped guards do; checked in debug builds).
 #[derive(Debug)]
 pub(crate) struct RcuGuard {
     /// The thread's slot, or None for a reader counted in `FALLBACK_READERS`.
     slot: Option<&'static Slot>,
+    /// The slot word to store when the section ends: the word before it started, with the
+    /// next generation if it is the outermost section. Known at the start, so ending a
+    /// section is a single store.
+    restore: u64,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -271,6 +277,7 @@ pub(crate) fn read() -> RcuGuard {
         FALLBACK_READERS.fetch_add(1, Ordering::SeqCst);
         return RcuGuard {
             slot: None,
+            restore: 0,
             _not_send: PhantomData,
         };
     };
@@ -280,8 +287,12 @@ pub(crate) fn read() -> RcuGuard {
     // Orders the store above before every load of the section (paired with the writer's heavy
     // barrier). Nested sections need not, but a test costs as much as the fence.
     light_barrier();
+    // Inner sections give the word back as they found it; the outermost one moves it to the
+    // next generation (depth 0).
+    let outermost = u64::from(depth(word) == 0) * GENERATION_ONE;
     RcuGuard {
         slot: Some(slot),
+        restore: word.wrapping_add(outermost),
         _not_send: PhantomData,
     }
 }
@@ -293,15 +304,14 @@ impl Drop for RcuGuard {
             FALLBACK_READERS.fetch_sub(1, Ordering::SeqCst);
             return;
         };
-        let word = slot.ctr.load(Ordering::Relaxed);
-        // The outermost section ends: depth 1 → 0 and the next generation, in one store.
-        let outermost = u64::from(depth(word) == 1) * GENERATION_ONE;
+        debug_assert_eq!(
+            depth(slot.ctr.load(Ordering::Relaxed)),
+            depth(self.restore) + 1,
+            "read-side sections must end in the reverse order of their start"
+        );
         // Release: every load and store of the section happens before the writer observes
         // that the section is over.
-        slot.ctr.store(
-            word.wrapping_sub(DEPTH_ONE).wrapping_add(outermost),
-            Ordering::Release,
-        );
+        slot.ctr.store(self.restore, Ordering::Release);
     }
 }
 
@@ -369,9 +379,9 @@ mod tests {
         let a = read();
         assert!(in_read_section());
         let b = read();
-        drop(a);
-        assert!(in_read_section());
         drop(b);
+        assert!(in_read_section());
+        drop(a);
         assert!(!in_read_section());
     }
 
