@@ -265,27 +265,40 @@ impl Fifo {
                 return;
             }
             q.unlock(tail);
-            self.link_moving(target, port, word, slot, guard, 1);
+            self.link_moving(target.vcpu, port, word, slot, guard, 1);
         } else {
-            self.link_moving(target, port, word, slot, guard, 0);
+            self.link_moving(target.vcpu, port, word, slot, guard, 0);
         }
     }
 
     /// [`Fifo::link`] when the port's queue is not the one it was last linked on, or changed
     /// under the sender: locks both queues (in address order), with at most [`LOCK_TRIES`]
     /// tries in all (`tries` were spent already).
+    ///
+    /// Takes the VCPU alone (its FIFO state is found again here), so that the hot path need
+    /// not keep the rest of its target in memory for this call.
     #[cold]
     #[inline(never)]
     fn link_moving(
         &self,
-        target: Target<'_>,
+        vcpu: &Vcpu,
         port: EvtchnPort,
         word: &AtomicU32,
         slot: &PortSlot,
         guard: &RcuGuard,
         mut tries: u32,
     ) {
-        let fv = target.queues;
+        let Some(fv) = self.vcpus.get(vcpu.id as usize) else {
+            return;
+        };
+        let Some(control) = fv.control.get() else {
+            return;
+        };
+        let target = Target {
+            vcpu,
+            queues: fv,
+            control,
+        };
         let (pq, q, old_q, tail, mut old_tail) = loop {
             if tries == LOCK_TRIES {
                 bump(&self.counters.dropped_queue_changes);
