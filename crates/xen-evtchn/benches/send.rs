@@ -18,7 +18,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use xen_evtchn::abi::{DomId, EVTCHNOP_send, EvtchnPort, TwoLevelLayout};
-use xen_evtchn::{DomainConfig, EventChannels, GuestPage};
+use xen_evtchn::{DomainConfig, EventChannels, GuestPage, SharedUpcallSink, UpcallSink};
 
 use harness::{Runner, test, test_and_set};
 
@@ -92,8 +92,8 @@ impl<'a> Words<'a> {
 }
 
 /// One `EventChannels` with the ports the cases use.
-struct Setup {
-    ec: EventChannels,
+struct Setup<U = SharedUpcallSink> {
+    ec: EventChannels<U>,
     /// Domain 0's shared_info (IPI target).
     page0: GuestPage,
     /// Domain 1's shared_info (interdomain target).
@@ -111,13 +111,37 @@ struct Setup {
 const DOM0: DomId = 0;
 const DOM1: DomId = 1;
 
+/// The VMM's notification in these benchmarks: nothing to do (the floor has none either).
+/// As a `SharedUpcallSink` it is one dynamic call per upcall; as the hypervisor's sink type
+/// ([`EventChannels::with_upcall_type`]) the compiler inlines it away.
+#[derive(Clone, Copy)]
+struct NoKick;
+
+impl UpcallSink for NoKick {
+    fn upcall(&self, _domid: DomId, _vcpu: u32) {}
+}
+
 impl Setup {
+    /// Domains whose sinks are called through `SharedUpcallSink` (`EventChannels::new`).
     fn new() -> Self {
-        let ec = EventChannels::new();
-        ec.create_domain(DOM0, DomainConfig::new(1, |_, _| {}).privileged(true))
+        Self::build(EventChannels::new(), || DomainConfig::new(1, NoKick))
+    }
+}
+
+impl Setup<NoKick> {
+    /// Domains whose sink type is the hypervisor's (`EventChannels::with_upcall_type`).
+    fn new_static() -> Self {
+        Self::build(EventChannels::with_upcall_type(), || {
+            DomainConfig::with_upcall(1, NoKick)
+        })
+    }
+}
+
+impl<U: UpcallSink + Clone> Setup<U> {
+    fn build(ec: EventChannels<U>, config: impl Fn() -> DomainConfig<U>) -> Self {
+        ec.create_domain(DOM0, config().privileged(true))
             .expect("create d0");
-        ec.create_domain(DOM1, DomainConfig::new(1, |_, _| {}))
-            .expect("create d1");
+        ec.create_domain(DOM1, config()).expect("create d1");
         let ipi = ec.bind_ipi(DOM0, 0).expect("bind_ipi");
         let remote = ec.alloc_unbound(DOM1, DOM1, DOM0).expect("alloc_unbound");
         let local = ec
@@ -189,8 +213,9 @@ impl Setup {
 
 static GLOBAL_LOCK: parking_lot::Mutex<()> = parking_lot::const_mutex(());
 
-/// The cases, in report order; the first is the floor.
-fn run_cases(s: &Setup, r: &mut impl Runner) {
+/// The cases, in report order; the first is the floor. `t` is the same set-up with a
+/// statically dispatched sink.
+fn run_cases(s: &Setup, t: &Setup<NoKick>, r: &mut impl Runner) {
     let ec = &s.ec;
     // Opaque to the optimiser once, outside the loops (as the floor's addresses are), not
     // pushed through memory on every iteration.
@@ -235,6 +260,26 @@ fn run_cases(s: &Setup, r: &mut impl Runner) {
         drop(guard);
         floor.consume();
     });
+
+    // The same sends with the sink type known to the compiler.
+    let ect = &t.ec;
+    let (ipi, local) = black_box((t.ipi, t.local));
+    let ipi_w = t.ipi_words();
+    r.run("send_2l_ipi_static_sink", || {
+        ect.send(dom0, ipi).expect("send");
+        ipi_w.consume();
+    });
+    let remote_w = t.remote_words();
+    r.run("send_2l_interdomain_static_sink", || {
+        ect.send(dom0, local).expect("send");
+        remote_w.consume();
+    });
+    let mut args = ipi.to_le_bytes();
+    r.run("hypercall_send_2l_static_sink", || {
+        let ret = ect.hypercall(dom0, 0, EVTCHNOP_send, black_box(&mut args));
+        assert_eq!(ret, 0);
+        ipi_w.consume();
+    });
 }
 
 fn memory_per_port() {
@@ -260,9 +305,10 @@ fn memory_per_port() {
 
 fn main() {
     let s = Setup::new();
-    harness::run_criterion("send", |r| run_cases(&s, r));
+    let t = Setup::new_static();
+    harness::run_criterion("send", |r| run_cases(&s, &t, r));
     if harness::is_real_bench_run() {
-        harness::summary_table(|r| run_cases(&s, r), |_| "atomic_floor_2l");
+        harness::summary_table(|r| run_cases(&s, &t, r), |_| "atomic_floor_2l");
         memory_per_port();
     }
 }

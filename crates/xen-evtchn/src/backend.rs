@@ -14,6 +14,7 @@ use std::fmt;
 use xen_evtchn_abi::EvtchnPort;
 
 use crate::fifo::Fifo;
+use crate::host::UpcallSink;
 use crate::port::PortSlot;
 use crate::sync::rcu::RcuGuard;
 use crate::two_level::TwoLevel;
@@ -28,13 +29,25 @@ pub(crate) trait EvtchnPortOps: Send + Sync + fmt::Debug {
     fn max_ports(&self) -> u32;
 
     /// Marks `port` pending and, if the guest should look, notifies `vcpu`.
-    fn set_pending(&self, vcpu: &Vcpu, port: EvtchnPort, slot: &PortSlot, guard: &RcuGuard);
+    fn set_pending<U: UpcallSink>(
+        &self,
+        vcpu: &Vcpu<U>,
+        port: EvtchnPort,
+        slot: &PortSlot,
+        guard: &RcuGuard,
+    );
 
     /// Clears `port`'s pending state (on close).
     fn clear_pending(&self, port: EvtchnPort, slot: &PortSlot, guard: &RcuGuard);
 
     /// `EVTCHNOP_unmask`: clears the mask and delivers an event left pending meanwhile.
-    fn unmask(&self, vcpu: &Vcpu, port: EvtchnPort, slot: &PortSlot, guard: &RcuGuard);
+    fn unmask<U: UpcallSink>(
+        &self,
+        vcpu: &Vcpu<U>,
+        port: EvtchnPort,
+        slot: &PortSlot,
+        guard: &RcuGuard,
+    );
 
     /// Whether the guest sees `port` pending.
     fn is_pending(&self, port: EvtchnPort, guard: &RcuGuard) -> bool;
@@ -90,7 +103,13 @@ impl EvtchnPortOps for Backend<'_> {
     }
 
     #[inline(always)]
-    fn set_pending(&self, vcpu: &Vcpu, port: EvtchnPort, slot: &PortSlot, guard: &RcuGuard) {
+    fn set_pending<U: UpcallSink>(
+        &self,
+        vcpu: &Vcpu<U>,
+        port: EvtchnPort,
+        slot: &PortSlot,
+        guard: &RcuGuard,
+    ) {
         forward!(self, b => b.set_pending(vcpu, port, slot, guard))
     }
 
@@ -98,7 +117,13 @@ impl EvtchnPortOps for Backend<'_> {
         forward!(self, b => b.clear_pending(port, slot, guard))
     }
 
-    fn unmask(&self, vcpu: &Vcpu, port: EvtchnPort, slot: &PortSlot, guard: &RcuGuard) {
+    fn unmask<U: UpcallSink>(
+        &self,
+        vcpu: &Vcpu<U>,
+        port: EvtchnPort,
+        slot: &PortSlot,
+        guard: &RcuGuard,
+    ) {
         forward!(self, b => b.unmask(vcpu, port, slot, guard))
     }
 

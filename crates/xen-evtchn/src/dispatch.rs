@@ -20,6 +20,7 @@ use xen_evtchn_abi::{
 
 use crate::error::{Error, Reason, Result};
 use crate::event_channels::EventChannels;
+use crate::host::UpcallSink;
 use crate::ops::PortStatus;
 
 /// Reads a command's argument struct from the front of the guest buffer.
@@ -44,7 +45,7 @@ fn out<T: EvtchnOpArg>(value: &T, args: &mut [u8]) -> Result<()> {
     })
 }
 
-impl EventChannels {
+impl<U: UpcallSink + Clone> EventChannels<U> {
     /// `HYPERVISOR_event_channel_op(cmd, args)` issued by VCPU `vcpu` of domain `caller`.
     ///
     /// `args` is the command's argument struct as the guest laid it out (at least its size;

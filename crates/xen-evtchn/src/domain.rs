@@ -8,7 +8,7 @@ use crate::backend::{Backend, EvtchnPortOps};
 use crate::error::{Error, Reason, Result};
 use crate::fifo::Fifo;
 use crate::guest_memory::{GuestPage, RcuArc};
-use crate::host::{GuestMemory, Opaque, UpcallSink};
+use crate::host::{GuestMemory, Opaque, SharedUpcallSink, UpcallSink};
 use crate::port::{MAX_VCPUS, PortSlot, PortState};
 use crate::port_table::{AllocState, PortTable};
 use crate::sync::rcu::RcuGuard;
@@ -30,7 +30,7 @@ pub(crate) const MAX_PORTS: u32 = xen_evtchn_abi::EVTCHN_FIFO_NR_CHANNELS;
 /// assert_eq!(config.vcpus(), 4);
 /// ```
 #[derive(Clone)]
-pub struct DomainConfig {
+pub struct DomainConfig<U = SharedUpcallSink> {
     pub(crate) max_vcpus: u32,
     pub(crate) max_evtchn_port: u32,
     pub(crate) privileged: bool,
@@ -40,10 +40,10 @@ pub struct DomainConfig {
     pub(crate) layout: TwoLevelLayout,
     pub(crate) shared_info: Option<GuestPage>,
     pub(crate) memory: Option<Arc<dyn GuestMemory>>,
-    pub(crate) upcall: Arc<dyn UpcallSink>,
+    pub(crate) upcall: U,
 }
 
-impl fmt::Debug for DomainConfig {
+impl<U> fmt::Debug for DomainConfig<U> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DomainConfig")
             .field("max_vcpus", &self.max_vcpus)
@@ -58,7 +58,7 @@ impl fmt::Debug for DomainConfig {
                 "memory",
                 &self.memory.as_ref().map(|_| Opaque("dyn GuestMemory")),
             )
-            .field("upcall", &Opaque("dyn UpcallSink"))
+            .field("upcall", &Opaque(std::any::type_name::<U>()))
             .finish()
     }
 }
@@ -66,8 +66,34 @@ impl fmt::Debug for DomainConfig {
 impl DomainConfig {
     /// A domain with `max_vcpus` VCPUs whose upcalls go to `upcall`; everything else as Xen's
     /// toolstack defaults: `max_evtchn_port` 1023, unprivileged, no PIRQs, an x86_64 guest,
-    /// a library-owned shared_info page.
+    /// a library-owned shared_info page. For an [`EventChannels::new`](crate::EventChannels::new)
+    /// hypervisor, whose domains may each have a different kind of sink.
     pub fn new(max_vcpus: u32, upcall: impl UpcallSink + 'static) -> Self {
+        Self::with_upcall(max_vcpus, SharedUpcallSink::new(upcall))
+    }
+}
+
+impl<U: UpcallSink + Clone> DomainConfig<U> {
+    /// As [`new`](DomainConfig::new), with a sink of type `U` used as it is (each VCPU holds a
+    /// clone): for an [`EventChannels::with_upcall_type`](crate::EventChannels::with_upcall_type)
+    /// hypervisor, which calls it without dynamic dispatch.
+    ///
+    /// ```
+    /// use xen_evtchn::{DomainConfig, EventChannels, UpcallSink};
+    ///
+    /// /// Every upcall of this VMM goes through one type.
+    /// #[derive(Clone)]
+    /// struct Kick;
+    /// impl UpcallSink for Kick {
+    ///     fn upcall(&self, _domid: u16, _vcpu: u32) { /* inject the callback vector */ }
+    /// }
+    ///
+    /// let ec = EventChannels::<Kick>::with_upcall_type();
+    /// ec.create_domain(1, DomainConfig::with_upcall(2, Kick)).unwrap();
+    /// let port = ec.bind_ipi(1, 0).unwrap();
+    /// ec.send(1, port).unwrap();
+    /// ```
+    pub fn with_upcall(max_vcpus: u32, upcall: U) -> Self {
         DomainConfig {
             max_vcpus,
             max_evtchn_port: 1023,
@@ -78,7 +104,7 @@ impl DomainConfig {
             layout: TwoLevelLayout::X86_64,
             shared_info: None,
             memory: None,
-            upcall: Arc::new(upcall),
+            upcall,
         }
     }
 
@@ -148,8 +174,8 @@ pub(crate) struct EventLock {
     pub(crate) reset_next: u32,
 }
 
-/// A domain's event channel state.
-pub(crate) struct Domain {
+/// A domain's event channel state; `U` is the type of its VCPUs' upcall sink.
+pub(crate) struct Domain<U> {
     pub(crate) id: DomId,
     pub(crate) privileged: bool,
     pub(crate) hardware: bool,
@@ -159,7 +185,7 @@ pub(crate) struct Domain {
     pub(crate) layout: TwoLevelLayout,
     pub(crate) lock: Mutex<EventLock>,
     pub(crate) ports: PortTable,
-    pub(crate) vcpus: Box<[Vcpu]>,
+    pub(crate) vcpus: Box<[Vcpu<U>]>,
     pub(crate) pirq_to_port: Box<[AtomicU32]>,
     pub(crate) two_level: TwoLevel,
     /// The FIFO state once the guest switched to FIFO (`EVTCHNOP_init_control`); its presence
@@ -169,8 +195,8 @@ pub(crate) struct Domain {
     pub(crate) dying: AtomicBool,
 }
 
-impl Domain {
-    pub(crate) fn new(id: DomId, config: DomainConfig) -> Result<Self> {
+impl<U: UpcallSink + Clone> Domain<U> {
+    pub(crate) fn new(id: DomId, config: DomainConfig<U>) -> Result<Self> {
         if config.max_vcpus == 0 || config.max_vcpus > MAX_VCPUS {
             return Err(Error::Inval(Reason::BadConfig(
                 "max_vcpus must be between 1 and 8192",
@@ -215,7 +241,7 @@ impl Domain {
 
     /// VCPU `id`, if it exists.
     #[inline(always)]
-    pub(crate) fn vcpu(&self, id: u32) -> Option<&Vcpu> {
+    pub(crate) fn vcpu(&self, id: u32) -> Option<&Vcpu<U>> {
         self.vcpus.get(id as usize)
     }
 
@@ -261,7 +287,7 @@ impl Domain {
 
     /// The caller may act on this domain (Xen's XSM_TARGET default policy): itself, its device
     /// model, or a control domain.
-    pub(crate) fn permits(&self, caller: &Domain) -> bool {
+    pub(crate) fn permits(&self, caller: &Domain<U>) -> bool {
         caller.id == self.id || caller.privileged || caller.device_model_for == Some(self.id)
     }
 }

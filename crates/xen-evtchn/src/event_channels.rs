@@ -9,6 +9,8 @@ use crate::domain::{Domain, DomainConfig};
 use crate::error::{Error, Reason, Result};
 use crate::guest_memory::{GuestPage, RcuArc};
 use crate::host::PirqHost;
+use crate::host::SharedUpcallSink;
+use crate::host::UpcallSink;
 use crate::sync::rcu::{self, RcuGuard};
 use crate::sync::{Arc, Mutex, Ordering};
 
@@ -33,8 +35,8 @@ use crate::sync::{Arc, Mutex, Ordering};
 /// ec.send(0, local).unwrap();
 /// assert!(ec.is_pending(1, offered).unwrap());
 /// ```
-pub struct EventChannels {
-    domains: Box<[RcuArc<Domain>]>,
+pub struct EventChannels<U = SharedUpcallSink> {
+    domains: Box<[RcuArc<Domain<U>>]>,
     /// Serialises domain creation and destruction.
     lifecycle: Mutex<()>,
     /// Explicit handlers of global VIRQs (None: the hardware domain).
@@ -43,7 +45,7 @@ pub struct EventChannels {
     pub(crate) pirq_host: Option<Arc<dyn PirqHost>>,
 }
 
-impl fmt::Debug for EventChannels {
+impl<U: UpcallSink> fmt::Debug for EventChannels<U> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let live: Vec<DomId> = (0..self.domains.len())
             .filter(|&i| self.domains[i].is_set())
@@ -62,8 +64,19 @@ impl Default for EventChannels {
 }
 
 impl EventChannels {
-    /// An empty hypervisor: no domains.
+    /// An empty hypervisor: no domains. Each domain has its own [`UpcallSink`] (given to
+    /// [`DomainConfig::new`]), called through a [`SharedUpcallSink`].
     pub fn new() -> Self {
+        Self::with_upcall_type()
+    }
+}
+
+impl<U: UpcallSink + Clone> EventChannels<U> {
+    /// An empty hypervisor whose domains all notify through sinks of one type `U`
+    /// (configured with [`DomainConfig::with_upcall`]), called directly: no dynamic dispatch
+    /// on the send path, and a sink the compiler can inline. See
+    /// [`DomainConfig::with_upcall`] for an example.
+    pub fn with_upcall_type() -> Self {
         EventChannels {
             domains: (0..DOMID_FIRST_RESERVED)
                 .map(|_| RcuArc::new(None))
@@ -84,7 +97,7 @@ impl EventChannels {
     /// Creates domain `domid`. The domain starts paused (as Xen creates it).
     ///
     /// Errors: EINVAL for a reserved id or a bad configuration, EEXIST if the id is taken.
-    pub fn create_domain(&self, domid: DomId, config: DomainConfig) -> Result<()> {
+    pub fn create_domain(&self, domid: DomId, config: DomainConfig<U>) -> Result<()> {
         let slot = self
             .domains
             .get(domid as usize)
@@ -183,19 +196,23 @@ impl EventChannels {
 
     /// Hot-path lookup of a live domain, borrowed for the read-side section.
     #[inline(always)]
-    pub(crate) fn domain<'g>(&'g self, id: DomId, guard: &'g RcuGuard) -> Option<&'g Domain> {
+    pub(crate) fn domain<'g>(&'g self, id: DomId, guard: &'g RcuGuard) -> Option<&'g Domain<U>> {
         self.domains.get(id as usize)?.load(guard)
     }
 
     /// Hot-path lookup, ESRCH if absent.
     #[inline(always)]
-    pub(crate) fn live_domain<'g>(&'g self, id: DomId, guard: &'g RcuGuard) -> Result<&'g Domain> {
+    pub(crate) fn live_domain<'g>(
+        &'g self,
+        id: DomId,
+        guard: &'g RcuGuard,
+    ) -> Result<&'g Domain<U>> {
         self.domain(id, guard)
             .ok_or(Error::Srch(Reason::NoSuchDomain(id)))
     }
 
     /// Slow-path lookup: a counted reference, ESRCH if absent.
-    pub(crate) fn domain_arc(&self, id: DomId) -> Result<Arc<Domain>> {
+    pub(crate) fn domain_arc(&self, id: DomId) -> Result<Arc<Domain<U>>> {
         self.domains
             .get(id as usize)
             .and_then(|d| d.load_arc())
@@ -204,7 +221,7 @@ impl EventChannels {
 
     /// Resolves DOMID_SELF to the caller, then looks the domain up (Xen's
     /// `rcu_lock_domain_by_any_id`).
-    pub(crate) fn domain_by_any_id(&self, caller: DomId, id: DomId) -> Result<Arc<Domain>> {
+    pub(crate) fn domain_by_any_id(&self, caller: DomId, id: DomId) -> Result<Arc<Domain<U>>> {
         self.domain_arc(if id == DOMID_SELF { caller } else { id })
     }
 }

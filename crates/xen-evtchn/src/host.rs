@@ -12,6 +12,7 @@ use std::fmt;
 use xen_evtchn_abi::{DomId, Errno};
 
 use crate::guest_memory::GuestPage;
+use crate::sync::Arc;
 
 /// Why a guest frame could not be mapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -74,8 +75,40 @@ pub trait UpcallSink: Send + Sync {
 }
 
 impl<F: Fn(DomId, u32) + Send + Sync> UpcallSink for F {
+    #[inline(always)]
     fn upcall(&self, domid: DomId, vcpu: u32) {
         self(domid, vcpu)
+    }
+}
+
+/// Any [`UpcallSink`] behind one type: what [`EventChannels::new`] and [`DomainConfig::new`]
+/// use, so that every domain can have a sink of its own kind. Each upcall is then one
+/// dynamic call; a VMM whose domains all share one sink type can avoid it with
+/// [`EventChannels::with_upcall_type`] (see there).
+///
+/// [`EventChannels::new`]: crate::EventChannels::new
+/// [`EventChannels::with_upcall_type`]: crate::EventChannels::with_upcall_type
+/// [`DomainConfig::new`]: crate::DomainConfig::new
+#[derive(Clone)]
+pub struct SharedUpcallSink(Arc<dyn UpcallSink>);
+
+impl SharedUpcallSink {
+    /// Wraps `sink`.
+    pub fn new(sink: impl UpcallSink + 'static) -> Self {
+        SharedUpcallSink(Arc::new(sink))
+    }
+}
+
+impl fmt::Debug for SharedUpcallSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SharedUpcallSink(dyn UpcallSink)")
+    }
+}
+
+impl UpcallSink for SharedUpcallSink {
+    #[inline(always)]
+    fn upcall(&self, domid: DomId, vcpu: u32) {
+        self.0.upcall(domid, vcpu)
     }
 }
 

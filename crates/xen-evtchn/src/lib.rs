@@ -66,6 +66,6 @@ pub use error::{Error, Reason, Result};
 pub use event_channels::EventChannels;
 pub use fifo::{FifoCounters, FifoFrames};
 pub use guest_memory::{GuestPage, PAGE_SIZE};
-pub use host::{GuestMemory, MapError, PirqHost, UpcallSink};
+pub use host::{GuestMemory, MapError, PirqHost, SharedUpcallSink, UpcallSink};
 pub use ops::{PortStatus, Status};
 pub use xen_evtchn_abi as abi;

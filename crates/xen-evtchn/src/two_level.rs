@@ -21,6 +21,7 @@ use xen_evtchn_abi::{EvtchnPort, TwoLevelLayout};
 use crate::backend::EvtchnPortOps;
 use crate::bitops;
 use crate::guest_memory::{GuestPage, PAGE_SIZE};
+use crate::host::UpcallSink;
 use crate::port::PortSlot;
 use crate::sync::AtomicU32;
 use crate::sync::rcu::RcuGuard;
@@ -93,7 +94,13 @@ impl EvtchnPortOps for TwoLevel {
     }
 
     #[inline(always)]
-    fn set_pending(&self, vcpu: &Vcpu, port: EvtchnPort, _slot: &PortSlot, guard: &RcuGuard) {
+    fn set_pending<U: UpcallSink>(
+        &self,
+        vcpu: &Vcpu<U>,
+        port: EvtchnPort,
+        _slot: &PortSlot,
+        guard: &RcuGuard,
+    ) {
         let Some((pending, mask)) = self.words(port) else {
             return;
         };
@@ -111,7 +118,13 @@ impl EvtchnPortOps for TwoLevel {
         }
     }
 
-    fn unmask(&self, vcpu: &Vcpu, port: EvtchnPort, _slot: &PortSlot, guard: &RcuGuard) {
+    fn unmask<U: UpcallSink>(
+        &self,
+        vcpu: &Vcpu<U>,
+        port: EvtchnPort,
+        _slot: &PortSlot,
+        guard: &RcuGuard,
+    ) {
         let Some((pending, mask)) = self.words(port) else {
             return;
         };
@@ -134,6 +147,7 @@ impl EvtchnPortOps for TwoLevel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::SharedUpcallSink;
     use crate::sync::rcu;
     use crate::sync::{Arc, Ordering};
     use crate::test_utils::UpcallRecorder;
@@ -141,7 +155,7 @@ mod tests {
     struct Fixture {
         page: GuestPage,
         backend: TwoLevel,
-        vcpus: Vec<Vcpu>,
+        vcpus: Vec<Vcpu<SharedUpcallSink>>,
         upcalls: Arc<UpcallRecorder>,
         slot: PortSlot,
     }
@@ -152,7 +166,7 @@ mod tests {
         let page = GuestPage::new_zeroed();
         let upcalls = Arc::new(UpcallRecorder::new());
         let vcpus = (0..2)
-            .map(|v| Vcpu::new(v, 3, L, &page, Arc::new(upcalls.clone())))
+            .map(|v| Vcpu::new(v, 3, L, &page, SharedUpcallSink::new(upcalls.clone())))
             .collect();
         Fixture {
             backend: TwoLevel::new(page.clone(), L),

@@ -32,8 +32,8 @@ impl WindowOwner for VcpuInfoLocation {
 /// (word 0 on every layout) and `evtchn_pending_sel` (at most words 2 and 3).
 const VCPU_INFO_WINDOW: usize = 4;
 
-/// Per-VCPU event state.
-pub(crate) struct Vcpu {
+/// Per-VCPU event state; `U` is the type of its upcall sink.
+pub(crate) struct Vcpu<U> {
     pub(crate) id: u32,
     pub(crate) domid: DomId,
     /// The `vcpu_info`, reached with one load (see [`RcuWindow`]).
@@ -47,16 +47,16 @@ pub(crate) struct Vcpu {
     pending_sel: usize,
     /// VIRQ → port (0: not bound). Global and per-domain VIRQs use VCPU 0's map.
     pub(crate) virq_to_port: [AtomicU32; NR_VIRQS as usize],
-    upcall: Arc<dyn UpcallSink>,
+    upcall: U,
 }
 
-impl Vcpu {
+impl<U: UpcallSink> Vcpu<U> {
     pub(crate) fn new(
         id: u32,
         domid: DomId,
         layout: TwoLevelLayout,
         shared_info: &GuestPage,
-        upcall: Arc<dyn UpcallSink>,
+        upcall: U,
     ) -> Self {
         let (page, offset) = match layout.vcpu_info_offset(id) {
             Some(offset) => (shared_info.clone(), offset),

@@ -38,6 +38,7 @@ use xen_evtchn_abi::{
 use crate::backend::EvtchnPortOps;
 use crate::bitops;
 use crate::guest_memory::GuestPage;
+use crate::host::UpcallSink;
 use crate::port::PortSlot;
 use crate::sync::rcu::RcuGuard;
 use crate::sync::{AtomicU32, AtomicU64, Mutex, Ordering, fence};
@@ -247,9 +248,9 @@ impl Fifo {
     /// last linked on, locks that one queue here; a move to another queue (or a queue change
     /// racing this send) goes through [`Fifo::link_moving`].
     #[inline(always)]
-    fn link(
+    fn link<U: UpcallSink>(
         &self,
-        target: Target<'_>,
+        target: Target<'_, U>,
         port: EvtchnPort,
         word: &AtomicU32,
         slot: &PortSlot,
@@ -279,9 +280,9 @@ impl Fifo {
     /// not keep the rest of its target in memory for this call.
     #[cold]
     #[inline(never)]
-    fn link_moving(
+    fn link_moving<U: UpcallSink>(
         &self,
-        vcpu: &Vcpu,
+        vcpu: &Vcpu<U>,
         port: EvtchnPort,
         word: &AtomicU32,
         slot: &PortSlot,
@@ -341,9 +342,9 @@ impl Fifo {
     /// appends it to `q`; unlocks `q`.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn append(
+    fn append<U: UpcallSink>(
         &self,
-        target: Target<'_>,
+        target: Target<'_, U>,
         priority: u32,
         q: &Queue,
         tail: EvtchnPort,
@@ -365,9 +366,9 @@ impl Fifo {
     /// or makes it the head, unlocks `q` with the event as its tail, and raises READY (and
     /// the upcall) if it started a new list.
     #[inline(always)]
-    fn append_raised(
+    fn append_raised<U: UpcallSink>(
         &self,
-        target: Target<'_>,
+        target: Target<'_, U>,
         priority: u32,
         q: &Queue,
         tail: EvtchnPort,
@@ -391,12 +392,19 @@ impl Fifo {
 }
 
 /// The VCPU an event is raised on, with its FIFO state.
-#[derive(Clone, Copy)]
-struct Target<'a> {
-    vcpu: &'a Vcpu,
+struct Target<'a, U> {
+    vcpu: &'a Vcpu<U>,
     queues: &'a FifoVcpu,
     control: &'a ControlBlock,
 }
+
+impl<U> Clone for Target<'_, U> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<U> Copy for Target<'_, U> {}
 
 /// Locks `a` and, if it is another queue, `b`, in address order; returns their tails.
 #[inline(always)]
@@ -432,7 +440,13 @@ impl EvtchnPortOps for Fifo {
     }
 
     #[inline(always)]
-    fn set_pending(&self, vcpu: &Vcpu, port: EvtchnPort, slot: &PortSlot, guard: &RcuGuard) {
+    fn set_pending<U: UpcallSink>(
+        &self,
+        vcpu: &Vcpu<U>,
+        port: EvtchnPort,
+        slot: &PortSlot,
+        guard: &RcuGuard,
+    ) {
         let Some(word) = self
             .array
             .word(port)
@@ -464,7 +478,13 @@ impl EvtchnPortOps for Fifo {
         }
     }
 
-    fn unmask(&self, vcpu: &Vcpu, port: EvtchnPort, slot: &PortSlot, guard: &RcuGuard) {
+    fn unmask<U: UpcallSink>(
+        &self,
+        vcpu: &Vcpu<U>,
+        port: EvtchnPort,
+        slot: &PortSlot,
+        guard: &RcuGuard,
+    ) {
         let Some(word) = self.array.word(port) else {
             return;
         };

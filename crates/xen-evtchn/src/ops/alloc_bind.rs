@@ -7,10 +7,11 @@ use xen_evtchn_abi::{
 use crate::domain::{Domain, EventLock};
 use crate::error::{Error, Reason, Result};
 use crate::event_channels::EventChannels;
+use crate::host::UpcallSink;
 use crate::port::{Binding, PortState};
 use crate::sync::{Arc, MutexGuard, Ordering, rcu};
 
-impl EventChannels {
+impl<U: UpcallSink + Clone> EventChannels<U> {
     /// `EVTCHNOP_alloc_unbound`: allocates a port in `dom` (DOMID_SELF allowed) that
     /// `remote_dom` may later bind to. `remote_dom` is not checked (any id is accepted);
     /// DOMID_SELF there means the **caller**.
@@ -174,9 +175,9 @@ impl EventChannels {
 
 /// Locks two domains' event locks in id order (once if they are the same domain); returns
 /// the guards as (first argument's, second argument's).
-pub(crate) fn lock_pair<'a>(
-    a: &'a Arc<Domain>,
-    b: &'a Arc<Domain>,
+pub(crate) fn lock_pair<'a, U: UpcallSink>(
+    a: &'a Arc<Domain<U>>,
+    b: &'a Arc<Domain<U>>,
 ) -> (MutexGuard<'a, EventLock>, Option<MutexGuard<'a, EventLock>>) {
     if a.id == b.id {
         (a.lock.lock(), None)

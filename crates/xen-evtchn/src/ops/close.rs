@@ -6,11 +6,12 @@ use crate::backend::EvtchnPortOps;
 use crate::domain::{Domain, EventLock};
 use crate::error::{Error, Reason, Result};
 use crate::event_channels::EventChannels;
+use crate::host::UpcallSink;
 use crate::port::{Binding, PortState};
 use crate::sync::rcu;
 use crate::sync::{Arc, MutexGuard, Ordering};
 
-impl EventChannels {
+impl<U: UpcallSink + Clone> EventChannels<U> {
     /// `EVTCHNOP_close`: unbinds `port` of the calling domain.
     ///
     /// Errors (Xen's order): ESRCH if the caller does not exist; EINVAL if the port is not
@@ -24,7 +25,7 @@ impl EventChannels {
 
     /// Xen's `evtchn_close`. On success the port is FREE, no sender can still be acting on its
     /// old binding, and its pending bit is clear.
-    pub(crate) fn close_port(&self, d: &Domain, port: EvtchnPort) -> Result<()> {
+    pub(crate) fn close_port(&self, d: &Domain<U>, port: EvtchnPort) -> Result<()> {
         self.close_port_in(d, port, None)
     }
 
@@ -33,7 +34,7 @@ impl EventChannels {
     /// whole batch after a single grace period instead of one per port.
     pub(crate) fn close_port_batched(
         &self,
-        d: &Domain,
+        d: &Domain<U>,
         port: EvtchnPort,
         batch: &mut Vec<EvtchnPort>,
     ) -> Result<()> {
@@ -42,7 +43,7 @@ impl EventChannels {
 
     fn close_port_in(
         &self,
-        d: &Domain,
+        d: &Domain<U>,
         port: EvtchnPort,
         mut batch: Option<&mut Vec<EvtchnPort>>,
     ) -> Result<()> {
@@ -50,7 +51,7 @@ impl EventChannels {
             return Err(Error::Inval(Reason::PortNotValid(port)));
         }
         // The peer whose lock we also need, once known; locks are taken in domain id order.
-        let mut peer: Option<Arc<Domain>> = None;
+        let mut peer: Option<Arc<Domain<U>>> = None;
         loop {
             match self.close_attempt(d, port, peer.as_deref(), batch.as_deref_mut())? {
                 None => return Ok(()),
@@ -63,7 +64,7 @@ impl EventChannels {
     /// CLOSING: one grace period (no sender still acts on any of their old bindings), then each
     /// port's pending state is cleared and the port becomes FREE and allocatable. Must not be
     /// called inside a read-side section.
-    pub(crate) fn finish_closes(&self, d: &Domain, batch: &mut Vec<EvtchnPort>) {
+    pub(crate) fn finish_closes(&self, d: &Domain<U>, batch: &mut Vec<EvtchnPort>) {
         if batch.is_empty() {
             return;
         }
@@ -79,11 +80,11 @@ impl EventChannels {
     /// is not held yet.
     fn close_attempt(
         &self,
-        d: &Domain,
+        d: &Domain<U>,
         port: EvtchnPort,
-        peer: Option<&Domain>,
+        peer: Option<&Domain<U>>,
         batch: Option<&mut Vec<EvtchnPort>>,
-    ) -> Result<Option<Arc<Domain>>> {
+    ) -> Result<Option<Arc<Domain<U>>>> {
         let (mut el, peer_el) = lock_in_order(d, peer);
         let slot = d.slot(port)?;
         let state = slot.load();
@@ -149,9 +150,9 @@ impl EventChannels {
 }
 
 /// Takes `d`'s event lock and, if given, the peer's, lower domain id first.
-fn lock_in_order<'a>(
-    d: &'a Domain,
-    peer: Option<&'a Domain>,
+fn lock_in_order<'a, U: UpcallSink>(
+    d: &'a Domain<U>,
+    peer: Option<&'a Domain<U>>,
 ) -> (MutexGuard<'a, EventLock>, Option<MutexGuard<'a, EventLock>>) {
     match peer {
         None => (d.lock.lock(), None),
@@ -168,7 +169,7 @@ fn lock_in_order<'a>(
 
 /// The other end of a closed interdomain channel waits for `closer` again; its notify VCPU,
 /// pending and mask bits are untouched and it gets no event.
-fn revert_to_unbound(peer: &Domain, peer_port: EvtchnPort, closer: DomId) {
+fn revert_to_unbound<U: UpcallSink>(peer: &Domain<U>, peer_port: EvtchnPort, closer: DomId) {
     if let Some(slot) = peer.ports.slot(peer_port) {
         let s = slot.load();
         if matches!(s.binding(), Binding::Interdomain { .. }) {
@@ -181,7 +182,7 @@ fn revert_to_unbound(peer: &Domain, peer_port: EvtchnPort, closer: DomId) {
 }
 
 /// Xen's `evtchn_free` after the state went FREE or CLOSING and a grace period passed.
-fn finish_free(d: &Domain, el: &mut EventLock, port: EvtchnPort) {
+fn finish_free<U: UpcallSink + Clone>(d: &Domain<U>, el: &mut EventLock, port: EvtchnPort) {
     if let Some(slot) = d.ports.slot(port) {
         let guard = rcu::read();
         d.ops(&guard).clear_pending(port, slot, &guard);

@@ -21,9 +21,10 @@ use crate::error::{Error, Reason, Result};
 use crate::event_channels::EventChannels;
 use crate::fifo::{AddPageError, ControlError, Fifo, FifoCounters, FifoFrames};
 use crate::guest_memory::GuestPage;
+use crate::host::UpcallSink;
 use crate::sync::{Arc, rcu};
 
-impl EventChannels {
+impl<U: UpcallSink + Clone> EventChannels<U> {
     /// `EVTCHNOP_init_control`: VCPU `vcpu`'s FIFO control block is at byte `offset` of guest
     /// frame `control_gfn`. The first call switches the domain to the FIFO ABI: bindings stay,
     /// events pending under the 2-level ABI are carried over. Returns the LINK width (17).
@@ -174,7 +175,7 @@ impl EventChannels {
 
 /// Maps a guest frame of `d` (EINVAL if the domain has no guest memory or the frame is not
 /// there, as Xen answers for a frame it cannot get).
-fn map(d: &Domain, gfn: u64) -> Result<GuestPage> {
+fn map<U: UpcallSink>(d: &Domain<U>, gfn: u64) -> Result<GuestPage> {
     d.memory
         .as_ref()
         .ok_or(Error::Inval(Reason::BadFrame(gfn)))?

@@ -5,9 +5,10 @@ use xen_evtchn_abi::{DomId, EVTCHN_FIFO_PRIORITY_MIN, EvtchnPort};
 use crate::backend::EvtchnPortOps;
 use crate::error::{Error, Reason, Result};
 use crate::event_channels::EventChannels;
+use crate::host::UpcallSink;
 use crate::sync::rcu;
 
-impl EventChannels {
+impl<U: UpcallSink + Clone> EventChannels<U> {
     /// `EVTCHNOP_set_priority`: the FIFO priority of `port` (0 highest, 15 lowest) for future
     /// events; an event already queued stays on its queue.
     ///

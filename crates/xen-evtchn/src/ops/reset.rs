@@ -4,12 +4,13 @@ use xen_evtchn_abi::DomId;
 
 use crate::error::{Error, Reason, Result};
 use crate::event_channels::EventChannels;
+use crate::host::UpcallSink;
 use crate::sync::Ordering;
 
 /// Ports a reset unbinds before it waits for one grace period and frees them together.
 const RESET_BATCH: usize = 256;
 
-impl EventChannels {
+impl<U: UpcallSink + Clone> EventChannels<U> {
     /// `EVTCHNOP_reset`: closes every port of `dom` (DOMID_SELF allowed), as the guest would,
     /// and puts a FIFO domain back on the 2-level ABI (its control blocks and event-array
     /// pages are released).

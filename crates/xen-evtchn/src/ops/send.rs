@@ -12,6 +12,7 @@ use xen_evtchn_abi::{DomId, EvtchnPort, VirqKind, virq_kind};
 use crate::backend::EvtchnPortOps;
 use crate::error::{Error, Reason, Result};
 use crate::event_channels::EventChannels;
+use crate::host::UpcallSink;
 use crate::port::{Binding, PortState};
 use crate::sync::{Ordering, rcu};
 
@@ -26,7 +27,7 @@ fn wrong_state(port: EvtchnPort, state: PortState) -> Error {
     })
 }
 
-impl EventChannels {
+impl<U: UpcallSink + Clone> EventChannels<U> {
     /// `EVTCHNOP_send`: notifies the other end of `port` (interdomain), or the domain itself
     /// (IPI). A send on an unbound port is silently dropped, as in Xen.
     ///

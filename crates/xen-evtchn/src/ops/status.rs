@@ -4,6 +4,7 @@ use xen_evtchn_abi::{DomId, EvtchnPort};
 
 use crate::error::{Error, Reason, Result};
 use crate::event_channels::EventChannels;
+use crate::host::UpcallSink;
 use crate::port::Binding;
 
 /// What `EVTCHNOP_status` reports about a port.
@@ -55,7 +56,7 @@ pub struct Status {
     pub vcpu: u32,
 }
 
-impl EventChannels {
+impl<U: UpcallSink + Clone> EventChannels<U> {
     /// `EVTCHNOP_status`: the state of `port` in `dom` (DOMID_SELF allowed).
     ///
     /// Errors (Xen's order): ESRCH (no such domain), EINVAL (port not valid), EPERM (the

@@ -5,10 +5,11 @@ use xen_evtchn_abi::{DomId, EvtchnPort, VirqKind, virq_kind};
 use crate::backend::EvtchnPortOps;
 use crate::error::{Error, Reason, Result};
 use crate::event_channels::EventChannels;
+use crate::host::UpcallSink;
 use crate::port::Binding;
 use crate::sync::rcu;
 
-impl EventChannels {
+impl<U: UpcallSink + Clone> EventChannels<U> {
     /// `EVTCHNOP_bind_vcpu`: events on `port` now notify `vcpu`. Events already pending stay
     /// where they are.
     ///

@@ -10,10 +10,11 @@ use xen_evtchn_abi::DomId;
 use crate::error::{Error, Reason, Result};
 use crate::event_channels::EventChannels;
 use crate::guest_memory::PAGE_SIZE;
+use crate::host::UpcallSink;
 use crate::sync::{Arc, Ordering, rcu};
 use crate::vcpu::VcpuInfoLocation;
 
-impl EventChannels {
+impl<U: UpcallSink + Clone> EventChannels<U> {
     /// `VCPUOP_register_vcpu_info`: VCPU `vcpu`'s vcpu_info now lives at byte `offset` of
     /// guest frame `gfn` (mapped through the domain's [`GuestMemory`](crate::GuestMemory)).
     ///
