@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use xen_evtchn::abi::{DomId, EVTCHNOP_send, EvtchnPort, TwoLevelLayout};
 use xen_evtchn::{DomainConfig, EventChannels, GuestPage, SharedUpcallSink, UpcallSink};
 
-use harness::{Runner, test, test_and_set};
+use harness::{NoKick, Runner, test, test_and_set};
 
 const LAYOUT: TwoLevelLayout = TwoLevelLayout::X86_64;
 
@@ -110,16 +110,6 @@ struct Setup<U = SharedUpcallSink> {
 
 const DOM0: DomId = 0;
 const DOM1: DomId = 1;
-
-/// The VMM's notification in these benchmarks: nothing to do (the floor has none either).
-/// As a `SharedUpcallSink` it is one dynamic call per upcall; as the hypervisor's sink type
-/// ([`EventChannels::with_upcall_type`]) the compiler inlines it away.
-#[derive(Clone, Copy)]
-struct NoKick;
-
-impl UpcallSink for NoKick {
-    fn upcall(&self, _domid: DomId, _vcpu: u32) {}
-}
 
 impl Setup {
     /// Domains whose sinks are called through `SharedUpcallSink` (`EventChannels::new`).

@@ -30,9 +30,9 @@ use xen_evtchn::abi::{
     EVTCHN_FIFO_PRIORITY_DEFAULT, EVTCHNOP_send, EventWord, EvtchnPort,
 };
 use xen_evtchn::test_utils::InMemoryGuest;
-use xen_evtchn::{DomainConfig, EventChannels, GuestPage};
+use xen_evtchn::{DomainConfig, EventChannels, GuestPage, SharedUpcallSink, UpcallSink};
 
-use harness::{Runner, test, test_and_set};
+use harness::{NoKick, Runner, test, test_and_set};
 
 const DOM: DomId = 1;
 const CONTROL_GFN: u64 = 0x100;
@@ -132,8 +132,8 @@ impl Words {
     }
 }
 
-struct Setup {
-    ec: EventChannels,
+struct Setup<U = SharedUpcallSink> {
+    ec: EventChannels<U>,
     guest: Words,
     floor: Words,
     /// Empty-queue port, and the two busy-queue ports, and the already-linked port.
@@ -143,12 +143,28 @@ struct Setup {
 }
 
 impl Setup {
+    /// A domain whose sink is called through `SharedUpcallSink` (`EventChannels::new`).
     fn new() -> Self {
+        Self::build(EventChannels::new(), DomainConfig::new(1, NoKick))
+    }
+}
+
+impl Setup<NoKick> {
+    /// A domain whose sink type is the hypervisor's (`EventChannels::with_upcall_type`).
+    fn new_static() -> Self {
+        Self::build(
+            EventChannels::with_upcall_type(),
+            DomainConfig::with_upcall(1, NoKick),
+        )
+    }
+}
+
+impl<U: UpcallSink + Clone> Setup<U> {
+    fn build(ec: EventChannels<U>, config: DomainConfig<U>) -> Self {
         let memory = Arc::new(InMemoryGuest::new());
         let control = memory.page(CONTROL_GFN);
         let array = memory.page(ARRAY_GFN);
-        let ec = EventChannels::new();
-        let config = DomainConfig::new(1, |_, _| {}).guest_memory(memory.clone());
+        let config = config.guest_memory(memory.clone());
         ec.create_domain(DOM, config).expect("create domain");
         ec.init_control(DOM, CONTROL_GFN, 0, 0)
             .expect("init_control");
@@ -234,8 +250,8 @@ impl Setup {
 
 static QUEUE_LOCK: parking_lot::Mutex<()> = parking_lot::const_mutex(());
 
-/// The cases, in report order.
-fn run_cases(s: &Setup, r: &mut impl Runner) {
+/// The cases, in report order. `t` is the same set-up with a statically dispatched sink.
+fn run_cases(s: &Setup, t: &Setup<NoKick>, r: &mut impl Runner) {
     let ec = &s.ec;
     let (g, f) = (&s.guest, &s.floor);
     // Opaque to the optimiser once, outside the loops (as the floors' addresses are), not
@@ -305,6 +321,21 @@ fn run_cases(s: &Setup, r: &mut impl Runner) {
         ec.send(dom, linked).expect("send");
         g.consume_pending(linked);
     });
+
+    // The empty-queue sends (the shape that raises an upcall) with the sink type known to
+    // the compiler.
+    let (ect, gt) = (&t.ec, &t.guest);
+    let empty = black_box(t.empty);
+    r.run("send_fifo_empty_queue_static_sink", || {
+        ect.send(dom, empty).expect("send");
+        gt.consume_empty(empty);
+    });
+    let mut args = empty.to_le_bytes();
+    r.run("hypercall_send_fifo_empty_static_sink", || {
+        let ret = ect.hypercall(dom, 0, EVTCHNOP_send, black_box(&mut args));
+        assert_eq!(ret, 0);
+        gt.consume_empty(empty);
+    });
 }
 
 /// Which floor each case is compared with.
@@ -320,8 +351,9 @@ fn floor_of(case: &str) -> &'static str {
 
 fn main() {
     let s = Setup::new();
-    harness::run_criterion("send_fifo", |r| run_cases(&s, r));
+    let t = Setup::new_static();
+    harness::run_criterion("send_fifo", |r| run_cases(&s, &t, r));
     if harness::is_real_bench_run() {
-        harness::summary_table(|r| run_cases(&s, r), floor_of);
+        harness::summary_table(|r| run_cases(&s, &t, r), floor_of);
     }
 }
