@@ -52,6 +52,7 @@ use super::InMemoryGuest;
 use crate::error::{Error, Reason, Result};
 use crate::event_channels::EventChannels;
 use crate::guest_memory::{GuestAtomicU8, GuestAtomicU64, GuestPage, PAGE_SIZE};
+use crate::host::UpcallSink;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 const QUEUES: usize = EVTCHN_FIFO_MAX_QUEUES as usize;
@@ -180,8 +181,8 @@ impl FifoGuest {
     ///
     /// Errors: the first failing `init_control` (Linux falls back to the 2-level ABI when the
     /// boot CPU's fails).
-    pub fn new(
-        ec: &EventChannels,
+    pub fn new<U: UpcallSink + Clone>(
+        ec: &EventChannels<U>,
         memory: &Arc<InMemoryGuest>,
         domid: DomId,
         vcpus: u32,
@@ -302,7 +303,11 @@ impl FifoGuest {
     /// Errors: EINVAL if `port` is beyond the 128 pages the ABI allows; ENOMEM if the model
     /// has no memory to take pages from ([`FifoGuest::from_pages`]); the first failing
     /// `expand_array` (Linux panics if that is the very first page; the model returns it).
-    pub fn ensure_port(&mut self, ec: &EventChannels, port: EvtchnPort) -> Result<()> {
+    pub fn ensure_port<U: UpcallSink + Clone>(
+        &mut self,
+        ec: &EventChannels<U>,
+        port: EvtchnPort,
+    ) -> Result<()> {
         let needed = evtchn_fifo_word_page(port) + 1;
         if needed > EVTCHN_FIFO_MAX_EVENT_ARRAY_PAGES {
             return Err(Error::Inval(Reason::PortNotValid(port)));
@@ -343,7 +348,7 @@ impl FifoGuest {
     /// as online.)
     ///
     /// Panics for a [`FifoGuest::from_pages`] guest.
-    pub fn resume(&mut self, ec: &EventChannels) -> Result<()> {
+    pub fn resume<U: UpcallSink + Clone>(&mut self, ec: &EventChannels<U>) -> Result<()> {
         self.pages_in_use = 0;
         for (v, state) in self.vcpus.iter_mut().enumerate() {
             let gfn = state
@@ -482,7 +487,7 @@ impl FifoGuest {
     /// issued.
     ///
     /// Panics after [`MAX_CAS_ROUNDS`](Self::MAX_CAS_ROUNDS) failed rounds.
-    pub fn unmask(&self, ec: &EventChannels, port: EvtchnPort) -> bool {
+    pub fn unmask<U: UpcallSink + Clone>(&self, ec: &EventChannels<U>, port: EvtchnPort) -> bool {
         let w = self.word(port);
         let mut spins = 0u32;
         let mut old = w.load(Ordering::SeqCst);
@@ -529,7 +534,11 @@ impl FifoGuest {
     /// Linux's retrigger (1.8 `set_pending`): mask if not masked already, set PENDING, then
     /// unmask if it was not masked before, so the unmask asks the hypervisor to link the event.
     /// Returns whether `EVTCHNOP_unmask` was issued.
-    pub fn retrigger(&self, ec: &EventChannels, port: EvtchnPort) -> bool {
+    pub fn retrigger<U: UpcallSink + Clone>(
+        &self,
+        ec: &EventChannels<U>,
+        port: EvtchnPort,
+    ) -> bool {
         let was_masked = self.set_bit(port, EVTCHN_FIFO_MASKED);
         self.set_bit(port, EVTCHN_FIFO_PENDING);
         !was_masked && self.unmask(ec, port)
@@ -538,7 +547,11 @@ impl FifoGuest {
     /// The late EOI of a late-EOI port (1.7 step 4, without delays): the port stops being
     /// active and, if its ack masked it, is unmasked with [`unmask`](Self::unmask). Returns
     /// whether `EVTCHNOP_unmask` was issued.
-    pub fn lateeoi(&mut self, ec: &EventChannels, port: EvtchnPort) -> bool {
+    pub fn lateeoi<U: UpcallSink + Clone>(
+        &mut self,
+        ec: &EventChannels<U>,
+        port: EvtchnPort,
+    ) -> bool {
         self.active.remove(&port);
         if self.eoi_masked.remove(&port) {
             self.unmask(ec, port)

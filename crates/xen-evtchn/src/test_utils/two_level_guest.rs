@@ -11,6 +11,7 @@ use xen_evtchn_abi::{DomId, EvtchnPort, TwoLevelLayout};
 
 use crate::event_channels::EventChannels;
 use crate::guest_memory::GuestPage;
+use crate::host::UpcallSink;
 
 /// One domain's 2-level consumer: the guest side of shared_info.
 #[derive(Debug)]
@@ -26,7 +27,7 @@ pub struct TwoLevelGuest {
 impl TwoLevelGuest {
     /// The consumer of domain `domid` with `vcpus` VCPUs (all ports start bound to CPU 0, as
     /// Linux binds them).
-    pub fn new(ec: &EventChannels, domid: DomId, vcpus: u32) -> Self {
+    pub fn new<U: UpcallSink + Clone>(ec: &EventChannels<U>, domid: DomId, vcpus: u32) -> Self {
         let shared_info = ec.shared_info(domid).expect("domain exists");
         TwoLevelGuest {
             shared_info,
@@ -73,7 +74,12 @@ impl TwoLevelGuest {
 
     /// Linux's unmask for an HVM guest: clear the mask, and if the port is pending re-mask it
     /// and ask the hypervisor (`EVTCHNOP_unmask`), which re-delivers it.
-    pub fn unmask(&self, ec: &EventChannels, domid: DomId, port: EvtchnPort) {
+    pub fn unmask<U: UpcallSink + Clone>(
+        &self,
+        ec: &EventChannels<U>,
+        domid: DomId,
+        port: EvtchnPort,
+    ) {
         let (m, b) = self.bit(self.layout.evtchn_mask_offset, port);
         let (p, _) = self.bit(self.layout.evtchn_pending_offset, port);
         m.fetch_and(!b, Ordering::SeqCst);
