@@ -137,44 +137,34 @@ fn fifo<U: UpcallSink + Clone>(
     trace
 }
 
-fn recorder() -> Arc<UpcallRecorder> {
-    Arc::new(UpcallRecorder::new())
+/// Runs `scenario` on a shared-sink and on a static-sink hypervisor (each with a fresh
+/// recorder) and checks that they observed the same things.
+macro_rules! shared_and_static_agree {
+    ($scenario:ident) => {{
+        let rec = Arc::new(UpcallRecorder::new());
+        let r = rec.clone();
+        let shared = $scenario(
+            &EventChannels::new(),
+            move |n| DomainConfig::new(n, r.clone()),
+            &rec,
+        );
+        let rec = Arc::new(UpcallRecorder::new());
+        let r = rec.clone();
+        let fixed = $scenario(
+            &EventChannels::<Arc<UpcallRecorder>>::with_upcall_type(),
+            move |n| DomainConfig::with_upcall(n, r.clone()),
+            &rec,
+        );
+        assert_eq!(shared, fixed);
+    }};
 }
 
 #[test]
 fn two_level_static_and_shared_sinks_agree() {
-    let rec = recorder();
-    let r = rec.clone();
-    let shared = two_level(
-        &EventChannels::new(),
-        move |n| DomainConfig::new(n, r.clone()),
-        &rec,
-    );
-    let rec = recorder();
-    let r = rec.clone();
-    let fixed = two_level(
-        &EventChannels::<Arc<UpcallRecorder>>::with_upcall_type(),
-        move |n| DomainConfig::with_upcall(n, r.clone()),
-        &rec,
-    );
-    assert_eq!(shared, fixed);
+    shared_and_static_agree!(two_level);
 }
 
 #[test]
 fn fifo_static_and_shared_sinks_agree() {
-    let rec = recorder();
-    let r = rec.clone();
-    let shared = fifo(
-        &EventChannels::new(),
-        move |n| DomainConfig::new(n, r.clone()),
-        &rec,
-    );
-    let rec = recorder();
-    let r = rec.clone();
-    let fixed = fifo(
-        &EventChannels::<Arc<UpcallRecorder>>::with_upcall_type(),
-        move |n| DomainConfig::with_upcall(n, r.clone()),
-        &rec,
-    );
-    assert_eq!(shared, fixed);
+    shared_and_static_agree!(fifo);
 }
