@@ -5,6 +5,9 @@
 //! backend is [`crate::two_level::TwoLevel`], the FIFO backend [`crate::fifo::Fifo`]; [`Backend`]
 //! is the one a domain uses now.
 //!
+//! The hooks that notify a VCPU are generic over the VCPU's upcall sink type, so that a
+//! statically typed sink is called directly (see `EventChannels::with_upcall_type`).
+//!
 //! Hooks are called with the port's state already checked by the core (Xen's "usable" rule:
 //! `set_pending`, `clear_pending` and `unmask` are only called on ports that are bound or
 //! unbound, never free or reserved) and, on the send path, inside an RCU read-side section.

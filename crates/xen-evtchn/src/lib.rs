@@ -37,6 +37,11 @@
 //! assert_eq!(ec.hypercall(0, 0, 99, &mut args), -38);
 //! ```
 //!
+//! Each domain's sink above is called through a [`SharedUpcallSink`]: one dynamic call per
+//! upcall. A VMM whose domains share one sink type builds the hypervisor with
+//! [`EventChannels::with_upcall_type`] and its domains with [`DomainConfig::with_upcall`]; the
+//! sink is then called directly, and a send costs what its guest-memory atomics cost.
+//!
 //! See `docs/design.md` for the architecture, the locking and memory-ordering rules and the
 //! guest-memory trust model.
 #![deny(unsafe_code)]
