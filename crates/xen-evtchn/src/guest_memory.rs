@@ -12,6 +12,11 @@
 //!   reaches a domain, a mapped page or a backend without a lock and without a
 //!   read-modify-write on host memory, and how the slow paths retire them safely.
 //!
+//! Built on those, two ways for the send path to reach guest words with one load: an
+//! [`RcuWindow`] (a few words of a replaceable page, e.g. a `vcpu_info`) and a [`PageArray`]
+//! (append-only pages, e.g. the FIFO event array), each publishing a word's address beside
+//! the owner that keeps its page mapped.
+//!
 //! Every `unsafe` block below states why it is sound. Nothing else in the crate uses `unsafe`
 //! (`#![deny(unsafe_code)]` is lifted for this module only).
 //!

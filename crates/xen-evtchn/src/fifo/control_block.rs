@@ -1,4 +1,4 @@
-//! A VCPU's FIFO control block: READY and HEAD[16] in a guest page.
+//! A VCPU's FIFO control block: READY and `HEAD[16]` in a guest page.
 //!
 //! The hypervisor only ever *writes* HEAD (when it starts a new list on a queue it believes
 //! empty) and test-and-sets READY bits; it never reads a value the guest wrote there, so nothing
@@ -19,7 +19,7 @@ pub(crate) struct ControlBlock {
     page: GuestPage,
     /// Word index of READY in `page`.
     ready: usize,
-    /// Word index of HEAD[0] in `page`.
+    /// Word index of `HEAD[0]` in `page`.
     head: usize,
 }
 
@@ -39,7 +39,7 @@ impl ControlBlock {
         })
     }
 
-    /// Starts a new list on queue `priority`: HEAD[priority] := `port`.
+    /// Starts a new list on queue `priority`: `HEAD[priority] := port`.
     ///
     /// Release is enough: the READY test-and-set that follows is a full barrier, and the guest
     /// reads HEAD only after it saw READY.
