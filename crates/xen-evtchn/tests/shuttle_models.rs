@@ -625,6 +625,38 @@ fn send_vs_set_priority_fifo() {
     assert_no_lost_event(&env, &g, &sent, &delivered);
 }
 
+/// A sender raising P and Q, two ports the guest bound before the event-array page that holds
+/// their words exists, while the guest adds that page (`EVTCHNOP_expand_array`, after Linux
+/// has masked every word of it) and unmasks them. A raise either finds no word (the slot's
+/// saved-pending flag, raised again by the expander: the pairing of docs/design.md, "Switching
+/// ABIs", now carried by the page address `PageArray` publishes) or finds the page (masked or
+/// not yet): every event reaches the guest.
+fn send_vs_expand_array_fifo() {
+    let env = Env::new(1);
+    let mut g = Fifo::init(&env, 1);
+    let (p, q) = (env.channel(), env.channel());
+    let mut delivered = Vec::new();
+    g.drain(&env, &mut delivered);
+    assert!(delivered.is_empty(), "nothing sent yet: {delivered:?}");
+    // The page's words are masked up front, so that the race is with the hypercall itself
+    // (1024 masking stores would otherwise dwarf it).
+    g.0.prepare_port(q.1).expect("page for the ports");
+    let sends = [p, q];
+    let sender = spawn_sender(&env, &sends);
+    let binder = {
+        let env = env.clone();
+        thread::spawn(move || {
+            g.bind(&env, p.1);
+            g.bind(&env, q.1);
+            g
+        })
+    };
+    sender.join().expect("sender");
+    let mut g = binder.join().expect("binder");
+    g.drain(&env, &mut delivered);
+    assert_no_lost_event(&env, &g, &count(&[&sends]), &delivered);
+}
+
 /// A sender raising P, Q, P while the guest resets itself. Once `reset` returned, no sender
 /// writes the guest's pages (they are compared after the join), the domain is back on the
 /// 2-level ABI with every port closed, and it can set up again and receive.
@@ -777,6 +809,11 @@ fn two_level_rebind_vs_send_same_word() {
 #[test]
 fn fifo_send_vs_set_priority_moving_a_linked_event() {
     explore("fifo_send_vs_set_priority", send_vs_set_priority_fifo);
+}
+
+#[test]
+fn fifo_send_vs_expand_array() {
+    explore("fifo_send_vs_expand_array", send_vs_expand_array_fifo);
 }
 
 #[test]

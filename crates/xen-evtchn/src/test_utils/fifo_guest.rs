@@ -139,6 +139,9 @@ pub struct FifoGuest {
     /// Pages the hypervisor has accepted since the last (re-)initialisation (Linux's
     /// `event_array_pages`).
     pages_in_use: u32,
+    /// Pages `pages_in_use..masked_ahead` were masked by [`FifoGuest::prepare_port`] and
+    /// not added yet.
+    masked_ahead: u32,
     /// Ports Linux has no IRQ for (closed, never bound).
     unbound: HashSet<EvtchnPort>,
     /// Ports handled by the late-EOI chip.
@@ -247,6 +250,7 @@ impl FifoGuest {
             vcpus: Vec::new(),
             array: Vec::new(),
             pages_in_use: 0,
+            masked_ahead: 0,
             unbound: HashSet::new(),
             late_eoi: HashSet::new(),
             active: HashSet::new(),
@@ -314,31 +318,54 @@ impl FifoGuest {
         }
         while self.pages_in_use < needed {
             let index = self.pages_in_use;
-            let gfn = self
-                .array_gfn(index)
-                .ok_or(Error::NoMem(Reason::OutOfMemory))?;
-            let page = match self.array.get(index as usize) {
-                Some(page) => page.clone(),
-                None => {
-                    let memory = self
-                        .memory
-                        .as_ref()
-                        .ok_or(Error::NoMem(Reason::OutOfMemory))?;
-                    let page = memory.page(gfn);
-                    self.array.push(page.clone());
-                    page
-                }
-            };
-            for i in 0..EVTCHN_FIFO_EVENT_WORDS_PER_PAGE {
-                page.atomic_u32(i as usize * 4)
-                    .expect("event word inside its page")
-                    .store(EventWord::MASKED, Ordering::SeqCst);
+            let (gfn, page) = self.array_page(index)?;
+            if index >= self.masked_ahead {
+                mask_all(&page);
             }
             ec.expand_array(self.domid, gfn)?;
             self.pages_in_use += 1;
         }
         self.unbound.remove(&port);
         Ok(())
+    }
+
+    /// The guest-memory half of [`ensure_port`](Self::ensure_port), for tests that race its
+    /// hypercalls: takes the pages up to the one holding `port` and masks their words, without
+    /// `EVTCHNOP_expand_array`. The next `ensure_port` adds them without masking them again.
+    ///
+    /// Errors: as [`ensure_port`](Self::ensure_port), less the hypercall's.
+    pub fn prepare_port(&mut self, port: EvtchnPort) -> Result<()> {
+        let needed = evtchn_fifo_word_page(port) + 1;
+        if needed > EVTCHN_FIFO_MAX_EVENT_ARRAY_PAGES {
+            return Err(Error::Inval(Reason::PortNotValid(port)));
+        }
+        for index in self.pages_in_use.max(self.masked_ahead)..needed {
+            let (_, page) = self.array_page(index)?;
+            mask_all(&page);
+            self.masked_ahead = index + 1;
+        }
+        Ok(())
+    }
+
+    /// Event-array page `index` and its frame: the one used before a resume, or a new one
+    /// from the guest's memory.
+    fn array_page(&mut self, index: u32) -> Result<(u64, GuestPage)> {
+        let gfn = self
+            .array_gfn(index)
+            .ok_or(Error::NoMem(Reason::OutOfMemory))?;
+        let page = match self.array.get(index as usize) {
+            Some(page) => page.clone(),
+            None => {
+                let memory = self
+                    .memory
+                    .as_ref()
+                    .ok_or(Error::NoMem(Reason::OutOfMemory))?;
+                let page = memory.page(gfn);
+                self.array.push(page.clone());
+                page
+            }
+        };
+        Ok((gfn, page))
     }
 
     /// Resume after save/restore (1.1 step 5): every VCPU's control page is zeroed, its local
@@ -350,6 +377,7 @@ impl FifoGuest {
     /// Panics for a [`FifoGuest::from_pages`] guest.
     pub fn resume<U: UpcallSink + Clone>(&mut self, ec: &EventChannels<U>) -> Result<()> {
         self.pages_in_use = 0;
+        self.masked_ahead = 0;
         for (v, state) in self.vcpus.iter_mut().enumerate() {
             let gfn = state
                 .control_gfn
@@ -932,6 +960,15 @@ fn spin_wait(rounds: u32) {
         crate::sync::yield_now();
     } else {
         std::hint::spin_loop();
+    }
+}
+
+/// Linux's `init_array_page`: every event word of a new page has only MASKED set.
+fn mask_all(page: &GuestPage) {
+    for i in 0..EVTCHN_FIFO_EVENT_WORDS_PER_PAGE {
+        page.atomic_u32(i as usize * 4)
+            .expect("event word inside its page")
+            .store(EventWord::MASKED, Ordering::SeqCst);
     }
 }
 
