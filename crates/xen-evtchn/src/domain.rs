@@ -79,19 +79,26 @@ impl<U: UpcallSink + Clone> DomainConfig<U> {
     /// hypervisor, which calls it without dynamic dispatch.
     ///
     /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU32, Ordering};
     /// use xen_evtchn::{DomainConfig, EventChannels, UpcallSink};
     ///
-    /// /// Every upcall of this VMM goes through one type.
-    /// #[derive(Clone)]
-    /// struct Kick;
+    /// /// Every upcall of this VMM goes through one type (here it only counts them; a VMM
+    /// /// would inject the guest's callback vector).
+    /// #[derive(Clone, Default)]
+    /// struct Kick(Arc<AtomicU32>);
     /// impl UpcallSink for Kick {
-    ///     fn upcall(&self, _domid: u16, _vcpu: u32) { /* inject the callback vector */ }
+    ///     fn upcall(&self, _domid: u16, _vcpu: u32) {
+    ///         self.0.fetch_add(1, Ordering::Relaxed);
+    ///     }
     /// }
     ///
+    /// let kick = Kick::default();
     /// let ec = EventChannels::<Kick>::with_upcall_type();
-    /// ec.create_domain(1, DomainConfig::with_upcall(2, Kick)).unwrap();
+    /// ec.create_domain(1, DomainConfig::with_upcall(2, kick.clone())).unwrap();
     /// let port = ec.bind_ipi(1, 0).unwrap();
     /// ec.send(1, port).unwrap();
+    /// assert_eq!(kick.0.load(Ordering::Relaxed), 1);
     /// ```
     pub fn with_upcall(max_vcpus: u32, upcall: U) -> Self {
         DomainConfig {
