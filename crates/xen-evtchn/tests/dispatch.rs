@@ -466,3 +466,41 @@ fn fuzz_random_commands_and_bytes() {
         assert!(seen.contains_key(&e), "never saw {e}: {seen:?}");
     }
 }
+
+/// The raw entry handles EVTCHNOP_send inline (not through the general dispatch): hostile
+/// ports and callers get exactly the errno of the typed `send`, and a 3-byte buffer EFAULT.
+#[test]
+fn raw_send_answers_hostile_ports_like_the_typed_send() {
+    let env = env();
+    let ec = &env.ec;
+    let ipi = ec.bind_ipi(1, 0).unwrap();
+    let virq = ec.bind_virq(1, VIRQ_TIMER, 0).unwrap();
+    let unbound = ec.alloc_unbound(1, 1, 2).unwrap();
+    let cases: [(u16, u32); 9] = [
+        (1, ipi),
+        (1, unbound),
+        (1, virq),
+        (1, 0),
+        (1, 999),
+        (1, 4096),
+        (1, u32::MAX),
+        (77, ipi),
+        (DOMID_SELF, ipi),
+    ];
+    for (caller, port) in cases {
+        let typed = match ec.send(caller, port) {
+            Ok(()) => 0,
+            Err(e) => e.as_hypercall_ret(),
+        };
+        let (raw, back) = call(ec, caller, EvtchnSend::new(port));
+        assert_eq!(raw, typed, "caller {caller} port {port:#x}");
+        assert_eq!(back.port, port, "IN-only struct unchanged");
+    }
+    // The values themselves, so both sides cannot agree on a wrong answer.
+    assert_eq!(call(ec, 1, EvtchnSend::new(ipi)).0, 0);
+    assert_eq!(call(ec, 1, EvtchnSend::new(virq)).0, -22);
+    assert_eq!(call(ec, 1, EvtchnSend::new(u32::MAX)).0, -22);
+    assert_eq!(call(ec, 77, EvtchnSend::new(ipi)).0, -3);
+    let mut short = ipi.to_le_bytes();
+    assert_eq!(ec.hypercall(1, 0, EVTCHNOP_send, &mut short[..3]), -14);
+}
