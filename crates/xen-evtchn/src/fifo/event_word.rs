@@ -36,24 +36,54 @@ pub(crate) struct Raised {
 
 /// Sets PENDING on a word that is already LINKED or MASKED, without touching anything else.
 ///
-/// Returns `Some(was_pending)` if it did, `None` if the word is unmasked and unlinked (the
-/// caller must take the queue lock and [`raise`]), or if the word kept changing under it.
-/// Safe outside the queue lock: it never sets LINKED, and PENDING is published in the same
-/// atomic step that observed LINKED or MASKED, so a guest unlinking or unmasking the event
-/// afterwards sees it pending.
+/// Returns `Ok(was_pending)` if it did, or `Err(seen)` with the last value it read if the word
+/// is unmasked and unlinked (the caller must take the queue lock and [`raise_from`] that
+/// value), or if the word kept changing under it. Safe outside the queue lock: it never sets
+/// LINKED, and PENDING is published in the same atomic step that observed LINKED or MASKED,
+/// so a guest unlinking or unmasking the event afterwards sees it pending.
 #[inline(always)]
-pub(crate) fn set_pending_if_queued_or_masked(word: &AtomicU32) -> Option<bool> {
+pub(crate) fn set_pending_if_queued_or_masked(word: &AtomicU32) -> Result<bool, u32> {
     let mut cur = word.load(Ordering::Relaxed);
     for _ in 0..CAS_TRIES {
         if cur & (LINKED | MASKED) == 0 {
-            return None;
+            return Err(cur);
         }
         match word.compare_exchange(cur, cur | PENDING, Ordering::SeqCst, Ordering::Relaxed) {
-            Ok(_) => return Some(cur & PENDING != 0),
+            Ok(_) => return Ok(cur & PENDING != 0),
             Err(now) => cur = now,
         }
     }
-    None
+    Err(cur)
+}
+
+/// [`raise`], for a word last seen (outside the lock) as `seen`: if that value was unmasked
+/// and unlinked and the word still holds it, one compare-and-swap sets PENDING and LINKED and
+/// the event must be linked, with no need to read the word again or to work out which bits to
+/// set; anything else goes through [`raise`].
+#[inline(always)]
+pub(crate) fn raise_from(word: &AtomicU32, seen: u32) -> Raised {
+    if seen & (MASKED | LINKED) == 0
+        && word
+            .compare_exchange(
+                seen,
+                seen | PENDING | LINKED,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    {
+        return Raised {
+            was_pending: seen & PENDING != 0,
+            must_link: true,
+        };
+    }
+    raise_cold(word)
+}
+
+#[cold]
+#[inline(never)]
+fn raise_cold(word: &AtomicU32) -> Raised {
+    raise(word)
 }
 
 /// Xen's raise of an event word, under the queue lock: set PENDING and, if the event is
@@ -172,14 +202,33 @@ mod tests {
 
     #[test]
     fn the_unlocked_fast_path_refuses_events_that_need_linking() {
-        assert_eq!(set_pending_if_queued_or_masked(&w(0)), None);
-        assert_eq!(set_pending_if_queued_or_masked(&w(PENDING)), None);
+        assert_eq!(set_pending_if_queued_or_masked(&w(0)), Err(0));
+        assert_eq!(set_pending_if_queued_or_masked(&w(PENDING)), Err(PENDING));
         let l = w(LINKED | 3);
-        assert_eq!(set_pending_if_queued_or_masked(&l), Some(false));
+        assert_eq!(set_pending_if_queued_or_masked(&l), Ok(false));
         assert_eq!(l.load(Ordering::SeqCst), LINKED | PENDING | 3);
-        assert_eq!(set_pending_if_queued_or_masked(&l), Some(true));
+        assert_eq!(set_pending_if_queued_or_masked(&l), Ok(true));
         let m = w(MASKED | PENDING);
-        assert_eq!(set_pending_if_queued_or_masked(&m), Some(true));
+        assert_eq!(set_pending_if_queued_or_masked(&m), Ok(true));
+    }
+
+    #[test]
+    fn raise_from_a_stale_value_does_what_raise_does() {
+        // Still as seen: one CAS links it.
+        let a = w(PENDING | 4);
+        let r = raise_from(&a, PENDING | 4);
+        assert_eq!((r.was_pending, r.must_link), (true, true));
+        assert_eq!(a.load(Ordering::SeqCst), PENDING | LINKED | 4);
+        // Changed since it was seen (the guest masked it, or linked it): the word decides.
+        for (now, seen) in [(MASKED, 0), (LINKED, 0), (0, LINKED), (PENDING, 0)] {
+            let (x, y) = (w(now), w(now));
+            assert_eq!(
+                raise_from(&x, seen),
+                raise(&y),
+                "word {now:#x} seen as {seen:#x}"
+            );
+            assert_eq!(x.load(Ordering::SeqCst), y.load(Ordering::SeqCst));
+        }
     }
 
     #[test]
@@ -218,7 +267,8 @@ mod tests {
                 Link::GaveUp => outcomes[2] += 1,
             }
             raise(&word);
-            set_pending_if_queued_or_masked(&word);
+            raise_from(&word, i);
+            let _ = set_pending_if_queued_or_masked(&word);
         }
         stop.store(true, Ordering::Relaxed);
         scribbler.join().unwrap();

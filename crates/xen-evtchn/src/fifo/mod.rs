@@ -53,6 +53,9 @@ use queue::{PortQueue, Queue};
 /// `fifo_flags` bit: raised while the port had no event word.
 const SAVED_PENDING: u32 = 1;
 
+/// A `seen` value for [`event_word::raise_from`] that makes it read the word afresh.
+const LINKED_GUESS: u32 = xen_evtchn_abi::EventWord::LINKED;
+
 /// Times the queue pair is re-locked when the port's queue changes under the sender (Xen: 3).
 const LOCK_TRIES: u32 = 3;
 
@@ -253,16 +256,17 @@ impl Fifo {
         target: Target<'_, U>,
         port: EvtchnPort,
         word: &AtomicU32,
+        seen: u32,
         slot: &PortSlot,
         guard: &RcuGuard,
     ) {
         let pq = PortQueue(slot.fifo_queue.load(Ordering::Acquire));
-        if pq.last_is_current(target.vcpu.id) {
+        if pq.last_is_current(target.id) {
             let priority = pq.priority();
             let q: &Queue = &target.queues.queues[priority as usize];
             let tail = q.lock();
             if slot.fifo_queue.load(Ordering::Acquire) == pq.0 {
-                self.append(target, priority, q, tail, port, word, guard);
+                self.append(target, priority, q, tail, port, word, seen, guard);
                 return;
             }
             q.unlock(tail);
@@ -297,6 +301,7 @@ impl Fifo {
         };
         let target = Target {
             vcpu,
+            id: vcpu.id,
             queues: fv,
             control,
         };
@@ -320,7 +325,7 @@ impl Fifo {
         };
         let priority = pq.priority();
         if std::ptr::eq(q, old_q) {
-            self.append(target, priority, q, tail, port, word, guard);
+            self.append(target, priority, q, tail, port, word, LINKED_GUESS, guard);
             return;
         }
         if !event_word::raise(word).must_link {
@@ -333,13 +338,13 @@ impl Fifo {
         if old_tail == port {
             old_tail = 0;
         }
-        Self::update_queue(slot, |q| q.with_last(target.vcpu.id, priority));
+        Self::update_queue(slot, |q| q.with_last(target.id, priority));
         old_q.unlock(old_tail);
         self.append_raised(target, priority, q, tail, port, guard);
     }
 
-    /// Under `q`'s lock (its tail is `tail`): raises `word` and, if the event must be linked,
-    /// appends it to `q`; unlocks `q`.
+    /// Under `q`'s lock (its tail is `tail`): raises `word` (last seen as `seen`) and, if the
+    /// event must be linked, appends it to `q`; unlocks `q`.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn append<U: UpcallSink>(
@@ -350,9 +355,10 @@ impl Fifo {
         tail: EvtchnPort,
         port: EvtchnPort,
         word: &AtomicU32,
+        seen: u32,
         guard: &RcuGuard,
     ) {
-        if !event_word::raise(word).must_link {
+        if !event_word::raise_from(word, seen).must_link {
             q.unlock(tail);
             return;
         }
@@ -394,6 +400,8 @@ impl Fifo {
 /// The VCPU an event is raised on, with its FIFO state.
 struct Target<'a, U> {
     vcpu: &'a Vcpu<U>,
+    /// `vcpu.id`, read once.
+    id: u32,
     queues: &'a FifoVcpu,
     control: &'a ControlBlock,
 }
@@ -454,22 +462,25 @@ impl EvtchnPortOps for Fifo {
         else {
             return;
         };
-        let Some(fv) = self.vcpus.get(vcpu.id as usize) else {
+        // The id is read once: the atomics below would make the compiler read it again.
+        let id = vcpu.id;
+        let Some(fv) = self.vcpus.get(id as usize) else {
             return;
         };
         let Some(control) = fv.control.get() else {
             bump(&self.counters.dropped_no_control_block);
             return;
         };
-        if event_word::set_pending_if_queued_or_masked(word).is_some() {
+        let Err(seen) = event_word::set_pending_if_queued_or_masked(word) else {
             return;
-        }
+        };
         let target = Target {
             vcpu,
+            id,
             queues: fv,
             control,
         };
-        self.link(target, port, word, slot, guard);
+        self.link(target, port, word, seen, slot, guard);
     }
 
     fn clear_pending(&self, port: EvtchnPort, _slot: &PortSlot, _guard: &RcuGuard) {

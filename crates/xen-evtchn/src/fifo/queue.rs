@@ -20,14 +20,17 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
-    /// Takes the lock; returns the tail.
+    /// Takes the lock; returns the tail (at most [`EVTCHN_FIFO_LINK_MASK`]).
     #[inline(always)]
     pub(crate) fn lock(&self) -> EvtchnPort {
         let cur = self.word.load(Ordering::Relaxed);
-        match self.try_lock(cur) {
+        let tail = match self.try_lock(cur) {
             Ok(tail) => tail,
             Err(now) => self.lock_slow(now),
-        }
+        };
+        // Only `unlock` writes the tail bits, masked; masking again tells the compiler that
+        // the tail is a valid FIFO port, so looking up its event word needs no range check.
+        tail & EVTCHN_FIFO_LINK_MASK
     }
 
     /// One attempt at taking the lock from the observed value `cur`.
@@ -109,7 +112,10 @@ impl PortQueue {
     /// the queue it was last linked on, so only that one queue need be locked.
     #[inline(always)]
     pub(crate) const fn last_is_current(self, vcpu: u32) -> bool {
-        self.0 >> 4 == ((vcpu & 0x1FFF) << 4) | self.priority()
+        // XOR-ing `vcpu` into the last-VCPU field clears it exactly when the VCPUs match
+        // (VCPU ids are below 8192, inside the field); what is left, shifted down, is then
+        // the last priority.
+        (self.0 ^ (vcpu << 8)) >> 4 == self.priority()
     }
 
     /// The same with another last queue.

@@ -122,9 +122,16 @@ fn depth(word: u64) -> u32 {
     word as u32
 }
 
+/// The generation held in a slot word.
+#[inline(always)]
+fn generation(word: u64) -> u32 {
+    (word >> 32) as u32
+}
+
 thread_local! {
-    /// Fast path: the thread's slot, const-initialised (no lazy-init check, no destructor),
-    /// so reaching it is one thread-local load.
+    /// Fast path: the thread's slot once it has one *and* the expedited barrier is known to
+    /// work, so that one thread-local load and one test choose the fast read side. Const-
+    /// initialised (no lazy-init check, no destructor).
     static SLOT: Cell<Option<&'static Slot>> = const { Cell::new(None) };
     /// Slow path: created once per thread, gives the slot back when the thread exits.
     static OWNER: SlotOwner = SlotOwner::register();
@@ -132,19 +139,8 @@ thread_local! {
 
 /// The calling thread's slot, registering it on first use; `None` once the thread-local
 /// owner is destroyed (a read from another thread-local's destructor).
-#[inline(always)]
 fn local_slot() -> Option<&'static Slot> {
-    match SLOT.with(Cell::get) {
-        Some(slot) => Some(slot),
-        None => register_slot(),
-    }
-}
-
-#[cold]
-fn register_slot() -> Option<&'static Slot> {
-    let slot = OWNER.try_with(|o| o.0).ok()?;
-    SLOT.with(|s| s.set(Some(slot)));
-    Some(slot)
+    OWNER.try_with(|o| o.0).ok()
 }
 
 /// How the two sides of the barrier are implemented on this machine.
@@ -214,24 +210,10 @@ fn init_mode() -> BarrierMode {
     chosen
 }
 
-/// The reader's side of the barrier: nothing but a compiler fence once the expedited
-/// membarrier is known to work; a full fence otherwise (and until the mode is chosen, which is
-/// correct with either writer side).
+/// The reader's side of the barrier when the expedited barrier is not available (or not
+/// chosen yet): a full fence, which is correct with either writer side.
 #[inline(always)]
-fn light_barrier() {
-    #[cfg(not(xen_evtchn_shuttle))]
-    if MODE.load(Ordering::Relaxed) == MODE_EXPEDITED {
-        std::sync::atomic::compiler_fence(Ordering::SeqCst);
-        return;
-    }
-    light_barrier_slow();
-}
-
-#[cold]
-#[inline(never)]
-fn light_barrier_slow() {
-    // Chooses the mode on first use; a full fence is right whatever it turns out to be.
-    let _ = mode();
+fn full_barrier() {
     std::sync::atomic::fence(Ordering::SeqCst);
 }
 
@@ -270,9 +252,45 @@ pub(crate) struct RcuGuard {
 }
 
 /// Opens a read-side section: a load and a store of the thread's own slot word, and a
-/// compiler fence when the expedited barrier is available.
-#[inline]
+/// compiler fence, once the thread has a slot and the expedited barrier is known to work;
+/// everything else (the first section of a thread, the symmetric-fence mode, a read from a
+/// thread-local destructor) goes through [`read_slow`].
+#[inline(always)]
 pub(crate) fn read() -> RcuGuard {
+    match SLOT.with(Cell::get) {
+        Some(slot) => {
+            let guard = enter(slot);
+            // Orders the depth store before every load of the section (paired with the
+            // writer's heavy barrier).
+            std::sync::atomic::compiler_fence(Ordering::SeqCst);
+            guard
+        }
+        None => read_slow(),
+    }
+}
+
+/// Adds one to the slot's depth; the guard restores the word as it was found, moved to the
+/// next generation if this is the outermost section.
+#[inline(always)]
+fn enter(slot: &'static Slot) -> RcuGuard {
+    let word = slot.ctr.load(Ordering::Relaxed);
+    slot.ctr
+        .store(word.wrapping_add(DEPTH_ONE), Ordering::Relaxed);
+    let outermost = u64::from(depth(word) == 0) * GENERATION_ONE;
+    RcuGuard {
+        slot: Some(slot),
+        restore: word.wrapping_add(outermost),
+        _not_send: PhantomData,
+    }
+}
+
+/// [`read`] when the thread-local fast path is not set up: registers the thread's slot and
+/// chooses the barrier mode (then, in the expedited mode, sets the fast path up for the next
+/// section); uses a full fence in the symmetric mode; counts the reader in
+/// `FALLBACK_READERS` once the thread's slot is gone.
+#[cold]
+#[inline(never)]
+fn read_slow() -> RcuGuard {
     let Some(slot) = local_slot() else {
         FALLBACK_READERS.fetch_add(1, Ordering::SeqCst);
         return RcuGuard {
@@ -281,20 +299,12 @@ pub(crate) fn read() -> RcuGuard {
             _not_send: PhantomData,
         };
     };
-    let word = slot.ctr.load(Ordering::Relaxed);
-    slot.ctr
-        .store(word.wrapping_add(DEPTH_ONE), Ordering::Relaxed);
-    // Orders the store above before every load of the section (paired with the writer's heavy
-    // barrier). Nested sections need not, but a test costs as much as the fence.
-    light_barrier();
-    // Inner sections give the word back as they found it; the outermost one moves it to the
-    // next generation (depth 0).
-    let outermost = u64::from(depth(word) == 0) * GENERATION_ONE;
-    RcuGuard {
-        slot: Some(slot),
-        restore: word.wrapping_add(outermost),
-        _not_send: PhantomData,
+    let guard = enter(slot);
+    full_barrier();
+    if mode() == BarrierMode::Expedited {
+        SLOT.with(|s| s.set(Some(slot)));
     }
+    guard
 }
 
 impl Drop for RcuGuard {
@@ -317,10 +327,7 @@ impl Drop for RcuGuard {
 
 /// True while the calling thread is inside a read-side section.
 pub(crate) fn in_read_section() -> bool {
-    SLOT.try_with(Cell::get)
-        .ok()
-        .flatten()
-        .is_some_and(|slot| depth(slot.ctr.load(Ordering::Relaxed)) != 0)
+    local_slot().is_some_and(|slot| depth(slot.ctr.load(Ordering::Relaxed)) != 0)
 }
 
 /// Waits until every read-side section that might have observed state published before this
@@ -337,17 +344,17 @@ pub(crate) fn synchronize() {
     // Snapshot the slots that are inside a section now; wait for each to reach a new
     // generation (its outermost section ended). Should the generation wrap around to the very
     // value seen, the wait only lasts until the next section ends.
-    let busy: Vec<(&'static Slot, u64)> = REGISTRY
+    let busy: Vec<(&'static Slot, u32)> = REGISTRY
         .lock()
         .iter()
         .filter_map(|s| {
             let c = s.ctr.load(Ordering::Acquire);
-            (depth(c) != 0).then_some((*s, c >> 32))
+            (depth(c) != 0).then_some((*s, generation(c)))
         })
         .collect();
-    for (slot, generation) in busy {
+    for (slot, seen) in busy {
         let backoff = Backoff::new();
-        while slot.ctr.load(Ordering::Acquire) >> 32 == generation {
+        while generation(slot.ctr.load(Ordering::Acquire)) == seen {
             if backoff.is_completed() {
                 std::thread::yield_now();
             } else {
@@ -448,9 +455,9 @@ mod tests {
         assert_eq!(depth(before), 0);
         let a = read();
         let b = read();
-        assert_eq!(slot.ctr.load(Ordering::Relaxed), before + 2);
+        assert_eq!(slot.ctr.load(Ordering::Relaxed), before + 2 * DEPTH_ONE);
         drop(b);
-        assert_eq!(slot.ctr.load(Ordering::Relaxed), before + 1);
+        assert_eq!(slot.ctr.load(Ordering::Relaxed), before + DEPTH_ONE);
         drop(a);
         assert_eq!(slot.ctr.load(Ordering::Relaxed), before + GENERATION_ONE);
     }
