@@ -1,8 +1,8 @@
 //! One (VCPU, priority) queue as the hypervisor sees it: the port of its tail, and a lock.
 //!
 //! The tail and the lock share one host word (bit 31: locked; bits 0..17: tail port, 0 for
-//! "empty or unknown"), so taking the lock is one compare-and-swap that also reads the tail,
-//! and releasing it is one store that also writes the new tail. The lock is held only for a
+//! "empty or unknown"), so taking the lock is one swap that also reads the tail, and
+//! releasing it is one store that also writes the new tail. The lock is held only for a
 //! bounded number of guest-memory atomics (a raise: at most one word CAS or three bit
 //! operations, then at most five CAS on the old tail and a HEAD store), so waiters spin briefly.
 //! Guest memory never decides how long the lock is held.
@@ -21,40 +21,35 @@ pub(crate) struct Queue {
 
 impl Queue {
     /// Takes the lock; returns the tail (at most [`EVTCHN_FIFO_LINK_MASK`]).
+    ///
+    /// One swap that writes LOCKED: if the word was unlocked, the swap both took the lock and
+    /// read the tail; if it was locked, the swap changed nothing that matters (while the lock
+    /// is held the word's tail bits are not read, and the holder's unlock overwrites them).
     #[inline(always)]
     pub(crate) fn lock(&self) -> EvtchnPort {
-        let cur = self.word.load(Ordering::Relaxed);
-        let tail = match self.try_lock(cur) {
-            Ok(tail) => tail,
-            Err(now) => self.lock_slow(now),
+        let old = self.word.swap(LOCKED, Ordering::Acquire);
+        let tail = if old & LOCKED == 0 {
+            old
+        } else {
+            self.lock_slow()
         };
         // Only `unlock` writes the tail bits, masked; masking again tells the compiler that
         // the tail is a valid FIFO port, so looking up its event word needs no range check.
         tail & EVTCHN_FIFO_LINK_MASK
     }
 
-    /// One attempt at taking the lock from the observed value `cur`.
-    #[inline(always)]
-    fn try_lock(&self, cur: u32) -> Result<EvtchnPort, u32> {
-        if cur & LOCKED != 0 {
-            return Err(cur);
-        }
-        self.word
-            .compare_exchange_weak(cur, cur | LOCKED, Ordering::Acquire, Ordering::Relaxed)
-    }
-
     #[cold]
-    fn lock_slow(&self, mut cur: u32) -> EvtchnPort {
+    fn lock_slow(&self) -> EvtchnPort {
         let backoff = Backoff::new();
         loop {
-            if cur & LOCKED != 0 {
-                // Spins a little, then yields the processor (the holder may be preempted).
+            // Spins on a plain load until the holder unlocks (a little, then yielding the
+            // processor: the holder may be preempted), then tries again.
+            while self.word.load(Ordering::Relaxed) & LOCKED != 0 {
                 backoff.snooze();
-                cur = self.word.load(Ordering::Relaxed);
             }
-            match self.try_lock(cur) {
-                Ok(tail) => return tail,
-                Err(now) => cur = now,
+            let old = self.word.swap(LOCKED, Ordering::Acquire);
+            if old & LOCKED == 0 {
+                return old;
             }
         }
     }
