@@ -56,28 +56,28 @@ pub(crate) fn set_pending_if_queued_or_masked(word: &AtomicU32) -> Result<bool, 
     Err(cur)
 }
 
-/// [`raise`], for a word last seen (outside the lock) as `seen`: if that value was unmasked
-/// and unlinked and the word still holds it, one compare-and-swap sets PENDING and LINKED and
+/// [`raise`], for a word last seen (outside the lock) as `seen`: if the word still holds
+/// that value with MASKED and LINKED clear, one compare-and-swap sets PENDING and LINKED and
 /// the event must be linked, with no need to read the word again or to work out which bits to
-/// set; anything else goes through [`raise`].
+/// set; anything else (the word changed, or was masked or linked) goes through [`raise`].
+///
+/// The compare-and-swap expects `seen` with MASKED and LINKED cleared, so it can only succeed
+/// on a word that is unmasked and unlinked, whatever `seen` was.
 #[inline(always)]
 pub(crate) fn raise_from(word: &AtomicU32, seen: u32) -> Raised {
-    if seen & (MASKED | LINKED) == 0
-        && word
-            .compare_exchange(
-                seen,
-                seen | PENDING | LINKED,
-                Ordering::SeqCst,
-                Ordering::Relaxed,
-            )
-            .is_ok()
-    {
-        return Raised {
-            was_pending: seen & PENDING != 0,
+    let expected = seen & !(MASKED | LINKED);
+    match word.compare_exchange(
+        expected,
+        expected | PENDING | LINKED,
+        Ordering::SeqCst,
+        Ordering::Relaxed,
+    ) {
+        Ok(_) => Raised {
+            was_pending: expected & PENDING != 0,
             must_link: true,
-        };
+        },
+        Err(_) => raise_cold(word),
     }
-    raise_cold(word)
 }
 
 #[cold]
