@@ -18,7 +18,7 @@
 //!    (the upcall).
 //!
 //! A queue's lock and its tail share one host word ([`queue::Queue`]), so the critical section
-//! costs one compare-and-swap to enter and one store to leave; senders to ports on other queues
+//! costs one swap to enter and one store to leave; senders to ports on other queues
 //! never touch it.
 
 mod control_block;

@@ -20,12 +20,16 @@
 //! depth store is visible to the writer's scan (so the writer waits for it), or the reader's
 //! later loads see the writer's change. Where the expedited membarrier is not available (other
 //! operating systems, old kernels, seccomp), both sides fall back to `fence(SeqCst)`, which is
-//! the classic symmetric Dekker pattern: correct, only slower for readers.
+//! the classic symmetric Dekker pattern: correct, only slower for readers. A reader takes the
+//! compiler-fence path only through a thread-local pointer that is set once its slot is
+//! registered and the expedited barrier is known to work, so choosing the path is one load
+//! and one test; the first section of a thread and every section in the symmetric mode go
+//! through the out-of-line `read_slow`.
 //!
 //! Rules (checked where cheap):
 //! * a read-side section never blocks and never calls [`synchronize`] (that would wait for
 //!   itself; [`synchronize`] asserts it);
-//! * sections nest; only the outermost one touches the slot.
+//! * sections nest; only the end of the outermost one moves the slot to a new generation.
 //!
 //! Under the model checker (`--cfg xen_evtchn_shuttle`) the same code runs with shuttle's
 //! thread-locals, atomics and mutex, and these differences:
@@ -210,13 +214,6 @@ fn init_mode() -> BarrierMode {
     chosen
 }
 
-/// The reader's side of the barrier when the expedited barrier is not available (or not
-/// chosen yet): a full fence, which is correct with either writer side.
-#[inline(always)]
-fn full_barrier() {
-    std::sync::atomic::fence(Ordering::SeqCst);
-}
-
 fn heavy_barrier() {
     match mode() {
         BarrierMode::Expedited => {
@@ -300,7 +297,8 @@ fn read_slow() -> RcuGuard {
         };
     };
     let guard = enter(slot);
-    full_barrier();
+    // Correct with either writer side, whatever the mode turns out to be.
+    std::sync::atomic::fence(Ordering::SeqCst);
     if mode() == BarrierMode::Expedited {
         SLOT.with(|s| s.set(Some(slot)));
     }
@@ -460,6 +458,28 @@ mod tests {
         assert_eq!(slot.ctr.load(Ordering::Relaxed), before + DEPTH_ONE);
         drop(a);
         assert_eq!(slot.ctr.load(Ordering::Relaxed), before + GENERATION_ONE);
+    }
+
+    #[test]
+    fn the_fast_path_is_armed_only_with_the_expedited_barrier() {
+        // A fresh thread: its first section goes through `read_slow`, which arms the
+        // thread-local pointer only if readers may use the compiler fence alone.
+        std::thread::spawn(|| {
+            assert!(SLOT.with(Cell::get).is_none());
+            let slot = local_slot().unwrap();
+            drop(read());
+            assert_eq!(
+                SLOT.with(Cell::get).is_some(),
+                mode() == BarrierMode::Expedited
+            );
+            // Either way the next section is counted in the thread's own slot.
+            let g = read();
+            assert_eq!(depth(slot.ctr.load(Ordering::Relaxed)), 1);
+            drop(g);
+            assert_eq!(depth(slot.ctr.load(Ordering::Relaxed)), 0);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
