@@ -53,8 +53,9 @@ use queue::{PortQueue, Queue};
 /// `fifo_flags` bit: raised while the port had no event word.
 const SAVED_PENDING: u32 = 1;
 
-/// A `seen` value for [`event_word::raise_from`] that makes it read the word afresh.
-const LINKED_GUESS: u32 = xen_evtchn_abi::EventWord::LINKED;
+/// The `seen` value for [`event_word::raise_from`] when the word was not read before the
+/// lock: its one CAS then expects a quiet word (0), and anything else reads the word afresh.
+const NOTHING_SEEN: u32 = 0;
 
 /// Times the queue pair is re-locked when the port's queue changes under the sender (Xen: 3).
 const LOCK_TRIES: u32 = 3;
@@ -325,7 +326,7 @@ impl Fifo {
         };
         let priority = pq.priority();
         if std::ptr::eq(q, old_q) {
-            self.append(target, priority, q, tail, port, word, LINKED_GUESS, guard);
+            self.append(target, priority, q, tail, port, word, NOTHING_SEEN, guard);
             return;
         }
         if !event_word::raise(word).must_link {
