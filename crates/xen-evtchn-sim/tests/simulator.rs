@@ -12,6 +12,14 @@ fn default_report() -> Report {
     simulate(&Scenario::default()).expect("the default scenario runs")
 }
 
+/// The default scenario with fewer events.
+fn shorter(events: u64) -> Scenario {
+    Scenario {
+        events,
+        ..Scenario::default()
+    }
+}
+
 #[test]
 fn default_scenario_loses_no_event_on_either_abi() {
     let report = default_report();
@@ -30,10 +38,7 @@ fn default_scenario_loses_no_event_on_either_abi() {
 
 #[test]
 fn same_seed_gives_the_identical_report() {
-    let s = Scenario {
-        events: 3_000,
-        ..Scenario::default()
-    };
+    let s = shorter(3_000);
     let a = simulate(&s).expect("runs");
     let b = simulate(&s).expect("runs");
     let stats = |r: &Report| r.runs.iter().map(|x| x.stats.clone()).collect::<Vec<_>>();
@@ -44,10 +49,7 @@ fn same_seed_gives_the_identical_report() {
 
 #[test]
 fn different_seed_gives_a_different_workload() {
-    let s = Scenario {
-        events: 3_000,
-        ..Scenario::default()
-    };
+    let s = shorter(3_000);
     let t = Scenario {
         seed: 99,
         ..s.clone()
@@ -77,10 +79,7 @@ fn fifo_high_priority_sees_lower_p99_than_low_priority() {
 
 #[test]
 fn both_abis_deliver_the_same_pairs_for_the_same_workload() {
-    let s = Scenario {
-        events: 4_000,
-        ..Scenario::default()
-    };
+    let s = shorter(4_000);
     let report = simulate(&s).expect("runs");
     let two = report.run(Abi::TwoLevel).expect("2-level ran");
     let fifo = report.run(Abi::Fifo).expect("FIFO ran");
@@ -186,10 +185,7 @@ fn tiny_scenario_matches_hand_computed_counts() {
 
 #[test]
 fn svg_is_well_formed_with_one_bar_per_series() {
-    let s = Scenario {
-        events: 2_000,
-        ..Scenario::default()
-    };
+    let s = shorter(2_000);
     let report = simulate(&s).expect("runs");
     let svg = render_svg(&report);
     assert!(svg.starts_with("<svg"));
