@@ -25,7 +25,6 @@
 pub mod engine;
 pub mod error;
 pub mod report;
-pub mod rng;
 pub mod scenario;
 pub mod stats;
 pub mod svg;
@@ -34,7 +33,6 @@ pub mod workload;
 pub use engine::{AbiRun, ChannelCounts, ClassStats, RunStats, SendTiming, run_abi};
 pub use error::SimError;
 pub use report::{Fairness, Report};
-pub use rng::SplitMix64;
 pub use scenario::{Abi, AbiSelection, ChannelSpec, Scenario};
 pub use stats::LatencyStats;
 pub use svg::render_svg;

@@ -1,7 +1,8 @@
 //! The workload: the bursts of sends domain 0 makes, drawn once from the scenario's seed and
 //! replayed identically on every ABI.
 
-use crate::rng::SplitMix64;
+use xen_evtchn::test_utils::XorShift;
+
 use crate::scenario::Scenario;
 
 /// Sends made by domain 0 at one instant of virtual time.
@@ -26,18 +27,21 @@ impl Workload {
     /// cut to reach exactly `events`), each send to a channel chosen uniformly, separated by
     /// gaps uniform in `0..=2*mean_gap` ticks; the first burst comes after one gap.
     pub fn generate(scenario: &Scenario) -> Self {
-        let mut rng = SplitMix64::new(scenario.seed);
-        let channels = scenario.total_channels() as u64;
+        let mut rng = XorShift::new(scenario.seed);
+        let channels = scenario.total_channels();
         let mut left = scenario.events;
         let mut time = 0u64;
         let mut bursts = Vec::new();
         while left > 0 && channels > 0 {
-            time = time.saturating_add(rng.between(0, scenario.mean_gap.saturating_mul(2)));
-            let size = rng
-                .between(1, scenario.mean_burst.saturating_mul(2).saturating_sub(1))
-                .min(left);
+            time = time.saturating_add(between(&mut rng, 0, scenario.mean_gap.saturating_mul(2)));
+            let size = between(
+                &mut rng,
+                1,
+                scenario.mean_burst.saturating_mul(2).saturating_sub(1),
+            )
+            .min(left);
             left -= size;
-            let sends = (0..size).map(|_| rng.below(channels) as usize).collect();
+            let sends = (0..size).map(|_| rng.below(channels)).collect();
             bursts.push(Burst { time, sends });
         }
         Workload { bursts }
@@ -49,9 +53,28 @@ impl Workload {
     }
 }
 
+/// A number in `lo..=hi` (`lo` if `hi <= lo`).
+fn between(rng: &mut XorShift, lo: u64, hi: u64) -> u64 {
+    if hi <= lo {
+        lo
+    } else {
+        lo + rng.next_u64() % (hi - lo + 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn between_stays_in_range() {
+        let mut r = XorShift::new(1);
+        for _ in 0..1000 {
+            let x = between(&mut r, 3, 5);
+            assert!((3..=5).contains(&x));
+        }
+        assert_eq!(between(&mut r, 9, 2), 9);
+    }
 
     #[test]
     fn exact_event_count_and_ordered_times() {
